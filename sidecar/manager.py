@@ -1,0 +1,888 @@
+"""The thread-safe session manager: the seed's behaviour, with its defects fixed.
+
+One lock guards the store. Everything done under it is O(1) or O(log n) in the number of
+sessions (the store keeps sorted indexes), except the explicit bulk reads
+(`get_all_sessions_info`, `get_sessions_by_status`), which are O(n) by nature.
+Callbacks and logging happen after the lock is released. Stored sessions are immutable, so
+what the manager hands out cannot be changed behind its back.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import logging
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from sidecar.clock import Clock, SystemClock, to_micros
+from sidecar.config import CapacityPolicy, ManagerConfig
+from sidecar.errors import (
+    InvalidTransitionError,
+    SessionCapacityError,
+    SessionLockError,
+    SessionManagerError,
+    SessionNotFoundError,
+    SessionValidationError,
+)
+from sidecar.models import (
+    FINISHED,
+    GenerationRequest,
+    GenerationSession,
+    GenerationStatus,
+    ProgressUpdate,
+    ScenePrompt,
+    evolve,
+)
+from sidecar.store import Cursor, InMemorySessionStore, SessionStore
+
+__all__ = [
+    "AGE_BUCKETS",
+    "ALLOWED_TRANSITIONS",
+    "KNOWN_TRANSITIONS",
+    "RECOVERED_MESSAGE",
+    "UPDATABLE_FIELDS",
+    "BulkUpdateResult",
+    "EventType",
+    "ManagerSnapshot",
+    "RemovalReason",
+    "SessionEvent",
+    "SessionManager",
+]
+
+logger = logging.getLogger(__name__)
+
+_S = GenerationStatus
+ALLOWED_TRANSITIONS: Mapping[GenerationStatus, frozenset[GenerationStatus]] = {
+    _S.PENDING: frozenset({_S.PROCESSING, _S.FAILED}),
+    _S.PROCESSING: frozenset({_S.COMPLETED, _S.FAILED}),
+    _S.COMPLETED: frozenset(),
+    _S.FAILED: frozenset(),
+}
+# The state machine's edges plus completed -> failed, which only recovery takes.
+KNOWN_TRANSITIONS: tuple[tuple[GenerationStatus, GenerationStatus], ...] = (
+    *((src, dst) for src, dsts in ALLOWED_TRANSITIONS.items() for dst in sorted(dsts)),
+    (_S.COMPLETED, _S.FAILED),
+)
+RECOVERED_MESSAGE = "Session recovered from corrupted state"
+UPDATABLE_FIELDS = frozenset({"status", "error_message", "progress", "scenes"})
+
+# (label, lower bound inclusive, upper bound exclusive) of a session's age, in seconds.
+AGE_BUCKETS: tuple[tuple[str, float, float], ...] = (
+    ("under_1h", 0, 3600),
+    ("1h_to_6h", 3600, 6 * 3600),
+    ("6h_to_24h", 6 * 3600, 24 * 3600),
+    ("over_24h", 24 * 3600, float("inf")),
+)
+_MICROS = 1_000_000
+
+
+class EventType(enum.StrEnum):
+    """What a session callback can be registered for."""
+
+    CREATED = "created"
+    STATUS_CHANGED = "status_changed"
+    PROGRESS = "progress"
+    SCENE_ADDED = "scene_added"
+    SCENES_REPLACED = "scenes_replaced"
+    REMOVED = "removed"
+
+
+class RemovalReason(enum.StrEnum):
+    """Why a session left the manager."""
+
+    DELETED = "deleted"  # remove_session
+    EXPIRED = "expired"  # age-based cleanup, automatic or on demand
+    EVICTED = "evicted"  # dropped to make room at capacity
+    PURGED = "purged"  # cleanup_failed/completed_sessions, force_cleanup_all
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """What a callback receives; `session` is the state after the change (before, for removed)."""
+
+    type: EventType
+    session_id: str
+    session: GenerationSession
+    previous_status: GenerationStatus | None = None
+    reason: RemovalReason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BulkUpdateResult:
+    """Outcome of a bulk update: which ids changed, which do not exist, which were refused."""
+
+    updated: list[str]
+    missing: list[str]
+    conflicts: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerSnapshot:
+    """Every figure stats, health and /metrics need, read under one short lock."""
+
+    taken_at: datetime
+    total: int
+    capacity: int
+    utilization: float
+    health: str
+    by_status: Mapping[GenerationStatus, int]
+    by_age: Mapping[str, int]
+    stuck: int
+    stuck_after_seconds: float
+    oldest_created: Mapping[GenerationStatus, datetime]
+    average_age_seconds: float
+    oldest_age_seconds: float
+    newest_age_seconds: float
+    created_total: int
+    removed_total: Mapping[RemovalReason, int]
+    rejected_total: Mapping[str, int]
+    transitions_total: Mapping[tuple[GenerationStatus, GenerationStatus], int]
+    cleanup_runs_total: int
+    cleanup_errors_total: int
+    cleanup_last_run: datetime | None
+    worker_alive: bool
+    closed: bool
+
+
+@dataclass(slots=True)
+class _Counters:
+    created: int = 0
+    removed: Counter[RemovalReason] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    transitions: Counter[tuple[GenerationStatus, GenerationStatus]] = field(default_factory=Counter)
+    cleanup_runs: int = 0
+    cleanup_errors: int = 0
+    cleanup_last_run: datetime | None = None
+
+
+Callback = Callable[[SessionEvent], None]
+T = TypeVar("T")
+
+_progress_adapter = TypeAdapter(ProgressUpdate | None)
+_scenes_adapter = TypeAdapter(tuple[ScenePrompt, ...])
+_status_adapter = TypeAdapter(GenerationStatus)
+_error_message_adapter: TypeAdapter[str | None] = TypeAdapter(
+    Annotated[str, Field(max_length=2000)] | None
+)
+
+
+def _check(adapter: TypeAdapter[T], value: Any, loc: str) -> T:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise SessionValidationError(
+            [
+                {"loc": [loc, *err["loc"]], "msg": err["msg"], "type": err["type"]}
+                for err in exc.errors(include_url=False)
+            ]
+        ) from None
+
+
+def _check_error_message(value: Any) -> str | None:
+    return _check(_error_message_adapter, value, "error_message")
+
+
+def _micros(seconds: float) -> int:
+    return round(seconds * _MICROS)
+
+
+class SessionManager:
+    """Thread-safe store of generation sessions with capacity, expiry, stuck and health rules."""
+
+    def __init__(
+        self,
+        config: ManagerConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        store: SessionStore | None = None,
+    ) -> None:
+        self._config = config or ManagerConfig()
+        self._clock: Clock = clock or SystemClock()
+        self._store: SessionStore = store if store is not None else InMemorySessionStore()
+        self._lock = threading.RLock()
+        self._depth = 0  # lock nesting of the holding thread; events go out at depth 0
+        self._pending: list[SessionEvent] = []
+        self._callbacks: dict[EventType, list[Callback]] = {kind: [] for kind in EventType}
+        self._counters = _Counters()
+        self._wakeup = threading.Condition(threading.Lock())
+        self._stopping = False
+        self._interval_changed = False
+        self._worker: threading.Thread | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def create_with_config(
+        cls, config: Mapping[str, Any], *, clock: Clock | None = None
+    ) -> SessionManager:
+        """Build a manager from a mapping of settings (seed names `cleanup_interval` accepted)."""
+        values = dict(config)
+        if "cleanup_interval" in values:
+            values["cleanup_interval_seconds"] = values.pop("cleanup_interval")
+        return cls(ManagerConfig(**values), clock=clock)
+
+    @property
+    def config(self) -> ManagerConfig:
+        """The settings in force."""
+        return self._config
+
+    @property
+    def clock(self) -> Clock:
+        """The time source every timestamp comes from."""
+        return self._clock
+
+    @property
+    def closed(self) -> bool:
+        """True once shutdown has begun."""
+        return self._closed
+
+    @property
+    def worker_alive(self) -> bool:
+        """True while the background cleanup thread runs."""
+        return self._worker is not None and self._worker.is_alive()
+
+    def start(self) -> SessionManager:
+        """Start the background cleanup worker (once); returns self."""
+        with self._wakeup:
+            if self._closed:
+                raise SessionManagerError("the session manager has been shut down")
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=self._work, name="sidecar-session-cleanup", daemon=True
+                )
+                self._worker.start()
+        return self
+
+    def shutdown(self, timeout: float = 30) -> bool:
+        """Stop the cleanup worker and drop all sessions; safe to call more than once.
+
+        Returns False only if the worker did not stop within `timeout` seconds.
+        """
+        with self._wakeup:
+            self._closed = True
+            self._stopping = True
+            self._wakeup.notify_all()
+            worker = self._worker
+        if worker is not None and worker.is_alive() and worker is not threading.current_thread():
+            worker.join(timeout)
+            if worker.is_alive():
+                logger.warning("cleanup worker did not stop within %ss", timeout)
+                return False
+        with self._locked():
+            held = len(self._store)
+            self._store.clear()
+        if held:
+            logger.info("shutdown dropped %d sessions held in memory", held)
+        return True
+
+    def __enter__(self) -> SessionManager:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    def _work(self) -> None:
+        while True:
+            with self._wakeup:
+                self._wakeup.wait_for(
+                    lambda: self._stopping or self._interval_changed,
+                    timeout=self._config.cleanup_interval_seconds,
+                )
+                if self._stopping:
+                    return
+                if self._interval_changed:  # start a fresh wait with the new interval
+                    self._interval_changed = False
+                    continue
+            self.run_cleanup()
+
+    def run_cleanup(self) -> int:
+        """One periodic cleanup run, as the worker does it; errors are counted, not raised."""
+        removed = 0
+        try:
+            removed = self.cleanup_expired_sessions()
+        except Exception:
+            logger.exception("cleanup run failed")
+            with self._locked():
+                self._counters.cleanup_errors += 1
+        with self._locked():
+            self._counters.cleanup_runs += 1
+            self._counters.cleanup_last_run = self._clock.now()
+            held, capacity = len(self._store), self._config.max_sessions
+        logger.info("cleanup run removed %d sessions; %d/%d held", removed, held, capacity)
+        return removed
+
+    def reconfigure(self, **changes: Any) -> ManagerConfig:
+        """Change live settings (validated, all or nothing); returns the settings now in force.
+
+        Lowering `max_sessions` drops expired sessions at once; any excess is evicted by the
+        next create. The seed's name `cleanup_interval` is accepted.
+        """
+        if "cleanup_interval" in changes:
+            changes["cleanup_interval_seconds"] = changes.pop("cleanup_interval")
+        try:
+            with self._locked():
+                old = self._config
+                new = old.replace(**changes)
+                self._config = new
+                if new.max_sessions < old.max_sessions:
+                    self._expire(self._clock.now(), None)
+        except ValidationError as exc:
+            raise SessionValidationError(
+                [
+                    {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                    for e in exc.errors(include_url=False)
+                ]
+            ) from None
+        if new.cleanup_interval_seconds != old.cleanup_interval_seconds:
+            with self._wakeup:
+                self._interval_changed = True
+                self._wakeup.notify_all()
+        logger.info("reconfigured: %s", {k: v for k, v in new.as_dict().items() if k in changes})
+        return new
+
+    # ------------------------------------------------------------------ locking and events
+
+    @contextmanager
+    def _locked(self, timeout: float | None = None) -> Iterator[None]:
+        acquired = self._lock.acquire(timeout=-1 if timeout is None else timeout)
+        if not acquired:
+            raise SessionLockError(timeout or 0.0)
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            events: list[SessionEvent] = []
+            if self._depth == 0:
+                events, self._pending = self._pending, []
+            self._lock.release()
+            if events:
+                self._dispatch(events)
+
+    def _emit(self, event: SessionEvent) -> None:
+        if self._callbacks[event.type]:
+            self._pending.append(event)
+
+    def _dispatch(self, events: list[SessionEvent]) -> None:
+        for event in events:
+            for callback in tuple(self._callbacks[event.type]):
+                try:
+                    callback(event)
+                except Exception:
+                    logger.exception("callback for %s event failed", event.type.value)
+
+    def register_session_callback(self, event_type: str, callback: Callback) -> None:
+        """Call `callback(event)` after every event of this type, outside the lock."""
+        try:
+            kind = EventType(event_type)
+        except ValueError:
+            allowed = ", ".join(k.value for k in EventType)
+            raise ValueError(f"unknown event type {event_type!r}; one of {allowed}") from None
+        with self._locked():
+            self._callbacks[kind].append(callback)
+
+    # ------------------------------------------------------------------ reads
+
+    def _require(self, session_id: str) -> GenerationSession:
+        session = self._store.get(session_id)
+        if session is None:
+            raise SessionNotFoundError(session_id)
+        return session
+
+    def get_session(self, session_id: str) -> GenerationSession | None:
+        """The session (last_accessed touched), or None if there is none with this id."""
+        with self._locked():
+            session = self._store.get(session_id)
+            if session is None:
+                return None
+            session = evolve(session, last_accessed=self._clock.now())
+            self._store.put(session)
+            return session
+
+    def peek_session(self, session_id: str) -> GenerationSession | None:
+        """The session without touching last_accessed."""
+        with self._locked():
+            return self._store.get(session_id)
+
+    def get_session_count(self) -> int:
+        """How many sessions are held."""
+        with self._locked():
+            return len(self._store)
+
+    def list_sessions(
+        self,
+        status: GenerationStatus | None = None,
+        after: Cursor | None = None,
+        limit: int = 100,
+    ) -> tuple[list[GenerationSession], Cursor | None]:
+        """A page in creation order and the cursor of the next page (None at the end)."""
+        with self._locked():
+            page = self._store.page(status, after, limit + 1)
+        more = len(page) > limit
+        page = page[:limit]
+        last = page[-1] if more else None
+        return page, None if last is None else (to_micros(last.created_at), last.session_id)
+
+    def get_all_sessions_info(self) -> list[dict[str, Any]]:
+        """The seed's summary of every session; O(n), prefer list_sessions for large stores."""
+        with self._locked():
+            now = self._clock.now()
+            return [s.summary(now) for s in self._store.values()]
+
+    def get_sessions_by_status(self, status: GenerationStatus | str) -> list[GenerationSession]:
+        """Every session in `status`, oldest first (immutable, so safe to keep)."""
+        wanted = _check(_status_adapter, status, "status")
+        with self._locked():
+            return list(self._store.values(wanted))
+
+    def with_session_lock(
+        self,
+        session_id: str,
+        operation: Callable[[GenerationSession], T],
+        timeout: float | None = None,
+    ) -> T:
+        """Run `operation(session)` while holding the lock, so nothing changes meanwhile.
+
+        Raises SessionLockError if the lock is not had within `timeout` seconds.
+        """
+        with self._locked(timeout):
+            session = self._require(session_id)
+            try:
+                return operation(session)
+            except Exception:
+                logger.exception("operation under the lock failed for session %s", session_id)
+                raise
+
+    # ------------------------------------------------------------------ creation and removal
+
+    def create_session(self, request: GenerationRequest) -> GenerationSession:
+        """Store a new pending session, making room first if the manager is full."""
+        if not isinstance(request, GenerationRequest):
+            request = _check(TypeAdapter(GenerationRequest), request, "request")
+        evicted: list[str] = []
+        with self._locked():
+            now = self._clock.now()
+            if len(self._store) >= self._config.max_sessions:
+                self._expire(now, None)
+            while len(self._store) >= self._config.max_sessions:
+                if self._config.capacity_policy is CapacityPolicy.REJECT:
+                    self._counters.rejected["capacity"] += 1
+                    raise SessionCapacityError(self._config.max_sessions)
+                evicted.append(self._evict_one())
+            session = GenerationSession(
+                session_id=str(uuid.uuid4()),
+                status=GenerationStatus.PENDING,
+                request_data=request,
+                created_at=now,
+                last_accessed=now,
+                updated_at=now,
+            )
+            self._store.put(session)
+            self._counters.created += 1
+            self._emit(SessionEvent(EventType.CREATED, session.session_id, session))
+        for victim in evicted:
+            logger.warning("evicted session %s to make room (capacity limit)", victim)
+        return session
+
+    def _eviction_victim(self) -> GenerationSession | None:
+        finished = [s for s in map(self._store.oldest, (_S.COMPLETED, _S.FAILED)) if s]
+        if finished:
+            return min(finished, key=lambda s: (s.created_at, s.session_id))
+        return self._store.oldest(_S.PENDING) or self._store.oldest(_S.PROCESSING)
+
+    def _evict_one(self) -> str:
+        victim = self._eviction_victim()
+        assert victim is not None, "eviction from an empty store"
+        self._drop(victim.session_id, RemovalReason.EVICTED)
+        return victim.session_id
+
+    def _drop(self, session_id: str, reason: RemovalReason) -> None:
+        old = self._store.delete(session_id)
+        if old is not None:
+            self._counters.removed[reason] += 1
+            self._emit(SessionEvent(EventType.REMOVED, session_id, old, reason=reason))
+
+    def remove_session(self, session_id: str) -> bool:
+        """Remove one session; False if there was none with this id."""
+        with self._locked():
+            if session_id not in self._store:
+                return False
+            self._drop(session_id, RemovalReason.DELETED)
+            return True
+
+    def _expire(self, now: datetime, max_age_seconds: float | None) -> int:
+        cfg = self._config
+        now_us = to_micros(now)
+        rules: list[tuple[float, GenerationStatus | None]] = [
+            (cfg.session_max_age_seconds if max_age_seconds is None else max_age_seconds, None),
+            (cfg.failed_max_age_seconds, _S.FAILED),
+            (cfg.completed_max_age_seconds, _S.COMPLETED),
+        ]
+        removed = 0
+        for max_age, status in rules:
+            for session_id in self._store.created_before(now_us - _micros(max_age), status):
+                if session_id in self._store:
+                    self._drop(session_id, RemovalReason.EXPIRED)
+                    removed += 1
+        return removed
+
+    def cleanup_expired_sessions(self, max_age_seconds: float | None = None) -> int:
+        """Remove expired sessions now; returns how many.
+
+        Expired: older than `session_max_age_seconds` (or `max_age_seconds` if given), a failed
+        one older than `failed_max_age_seconds`, a completed one older than
+        `completed_max_age_seconds`. Costs O(log n) per session removed.
+        """
+        with self._locked():
+            return self._expire(self._clock.now(), max_age_seconds)
+
+    def _purge(self, status: GenerationStatus | None, max_age_seconds: float | None) -> int:
+        with self._locked():
+            now_us = to_micros(self._clock.now())
+            if max_age_seconds is None:
+                ids = [s.session_id for s in self._store.values(status)]
+            else:
+                ids = self._store.created_before(now_us - _micros(max_age_seconds), status)
+            for session_id in ids:
+                self._drop(session_id, RemovalReason.PURGED)
+        if ids:
+            logger.info("purged %d sessions (%s)", len(ids), status or "all")
+        return len(ids)
+
+    def cleanup_failed_sessions(self, max_age_seconds: float | None = None) -> int:
+        """Remove failed sessions (all of them, or those older than `max_age_seconds`)."""
+        return self._purge(_S.FAILED, max_age_seconds)
+
+    def cleanup_completed_sessions(self, max_age_seconds: float | None = None) -> int:
+        """Remove completed sessions older than `max_age_seconds` (default: completed expiry)."""
+        age = self._config.completed_max_age_seconds if max_age_seconds is None else max_age_seconds
+        return self._purge(_S.COMPLETED, age)
+
+    def force_cleanup_all(self) -> int:
+        """Remove every session (emergency cleanup)."""
+        removed = self._purge(None, None)
+        logger.warning("force cleanup removed all %d sessions", removed)
+        return removed
+
+    # ------------------------------------------------------------------ changes
+
+    def _apply(
+        self, session: GenerationSession, updates: Mapping[str, Any], now: datetime
+    ) -> GenerationSession:
+        """Validate every update against `session`, then store all (or raise, storing none)."""
+        unknown = sorted(set(updates) - UPDATABLE_FIELDS)
+        if unknown:
+            raise SessionValidationError(
+                [
+                    {"loc": [k], "msg": "field cannot be updated", "type": "forbidden"}
+                    for k in unknown
+                ]
+            )
+        changes: dict[str, Any] = {}
+        if "status" in updates:
+            status = _check(_status_adapter, updates["status"], "status")
+            if status is not session.status:
+                if status not in ALLOWED_TRANSITIONS[session.status]:
+                    raise InvalidTransitionError(session.session_id, session.status, status)
+                changes["status"] = status
+        if "error_message" in updates:
+            changes["error_message"] = _check_error_message(updates["error_message"])
+        touches_work = "progress" in updates or "scenes" in updates
+        if touches_work and session.status in FINISHED:
+            what = "progress" if "progress" in updates else "scenes"
+            raise InvalidTransitionError(session.session_id, session.status, what)
+        if "progress" in updates:
+            changes["progress"] = _check(_progress_adapter, updates["progress"], "progress")
+        if "scenes" in updates:
+            changes["scenes"] = self._checked_scenes(session, updates["scenes"])
+        if not changes:
+            return session
+        new = evolve(session, **changes, updated_at=now, last_accessed=now)
+        self._store.put(new)
+        if "status" in changes:
+            self._counters.transitions[(session.status, new.status)] += 1
+            self._emit(
+                SessionEvent(
+                    EventType.STATUS_CHANGED, new.session_id, new, previous_status=session.status
+                )
+            )
+        if "progress" in changes:
+            self._emit(SessionEvent(EventType.PROGRESS, new.session_id, new))
+        if "scenes" in changes:
+            self._emit(SessionEvent(EventType.SCENES_REPLACED, new.session_id, new))
+        return new
+
+    @staticmethod
+    def _checked_scenes(session: GenerationSession, value: Any) -> tuple[ScenePrompt, ...]:
+        scenes = _check(_scenes_adapter, value, "scenes")
+        limit = session.request_data.num_scenes
+        errors: list[dict[str, Any]] = []
+        seen: set[int] = set()
+        for i, scene in enumerate(scenes):
+            if scene.scene_number > limit:
+                errors.append(
+                    {
+                        "loc": ["scenes", i, "scene_number"],
+                        "msg": f"must be between 1 and num_scenes ({limit})",
+                        "type": "out_of_range",
+                    }
+                )
+            if scene.scene_number in seen:
+                errors.append(
+                    {
+                        "loc": ["scenes", i, "scene_number"],
+                        "msg": "duplicate scene_number",
+                        "type": "duplicate",
+                    }
+                )
+            seen.add(scene.scene_number)
+        if errors:
+            raise SessionValidationError(errors)
+        return tuple(sorted(scenes, key=lambda s: s.scene_number))
+
+    def atomic_session_update(
+        self, session_id: str, updates: Mapping[str, Any]
+    ) -> GenerationSession:
+        """Apply several of status, error_message, progress, scenes together: all or none."""
+        with self._locked():
+            return self._apply(self._require(session_id), updates, self._clock.now())
+
+    def update_session_status(
+        self,
+        session_id: str,
+        status: GenerationStatus | str,
+        error_message: str | None = None,
+    ) -> GenerationSession:
+        """Move a session along the state machine; the same status again changes nothing."""
+        updates: dict[str, Any] = {"status": status}
+        if error_message is not None:
+            updates["error_message"] = error_message
+        with self._locked():
+            session = self._require(session_id)
+            if _check(_status_adapter, status, "status") is session.status:
+                return session
+            return self._apply(session, updates, self._clock.now())
+
+    def update_session_progress(
+        self, session_id: str, current_step: int, total_steps: int, description: str = ""
+    ) -> GenerationSession:
+        """Record progress of a pending or processing session."""
+        progress = {
+            "current_step": current_step,
+            "total_steps": total_steps,
+            "description": description,
+        }
+        return self.atomic_session_update(session_id, {"progress": progress})
+
+    def set_session_scenes(
+        self, session_id: str, scenes: Sequence[ScenePrompt | Mapping[str, Any]]
+    ) -> GenerationSession:
+        """Replace all scenes (numbers unique, 1 to num_scenes); kept ordered by number."""
+        return self.atomic_session_update(session_id, {"scenes": list(scenes)})
+
+    def add_scene_to_session(
+        self, session_id: str, scene: ScenePrompt | Mapping[str, Any]
+    ) -> tuple[GenerationSession, bool]:
+        """Insert or replace the scene with this number; returns (session, True if added)."""
+        if not isinstance(scene, ScenePrompt):
+            scene = _check(TypeAdapter(ScenePrompt), scene, "scene")
+        with self._locked():
+            session = self._require(session_id)
+            if session.status in FINISHED:
+                raise InvalidTransitionError(session_id, session.status, "scenes")
+            limit = session.request_data.num_scenes
+            if scene.scene_number > limit:
+                raise SessionValidationError(
+                    [
+                        {
+                            "loc": ["scene_number"],
+                            "msg": f"must be between 1 and num_scenes ({limit})",
+                            "type": "out_of_range",
+                        }
+                    ]
+                )
+            scenes = list(session.scenes)
+            numbers = [s.scene_number for s in scenes]
+            at = bisect.bisect_left(numbers, scene.scene_number)
+            added = at == len(numbers) or numbers[at] != scene.scene_number
+            if added:
+                scenes.insert(at, scene)
+            else:
+                scenes[at] = scene
+            now = self._clock.now()
+            new = evolve(session, scenes=tuple(scenes), updated_at=now, last_accessed=now)
+            self._store.put(new)
+            self._emit(SessionEvent(EventType.SCENE_ADDED, session_id, new))
+            return new, added
+
+    def bulk_update_sessions(
+        self,
+        session_ids: Sequence[str],
+        operation: Callable[[GenerationSession], Mapping[str, Any] | None],
+    ) -> BulkUpdateResult:
+        """For each id, apply the updates `operation(session)` returns, under one lock.
+
+        A refused update (bad value or transition, or an operation that raised) leaves that
+        session unchanged and is listed in `conflicts`; the others still apply.
+        """
+        updated: list[str] = []
+        missing: list[str] = []
+        conflicts: list[str] = []
+        with self._locked():
+            now = self._clock.now()
+            for session_id in dict.fromkeys(session_ids):
+                session = self._store.get(session_id)
+                if session is None:
+                    missing.append(session_id)
+                    continue
+                try:
+                    updates = operation(session)
+                    if updates:
+                        self._apply(session, updates, now)
+                    updated.append(session_id)
+                except SessionManagerError:
+                    conflicts.append(session_id)
+                except Exception:
+                    logger.exception("bulk operation failed for session %s", session_id)
+                    conflicts.append(session_id)
+        return BulkUpdateResult(updated, missing, conflicts)
+
+    def bulk_update_status(
+        self,
+        session_ids: Sequence[str],
+        status: GenerationStatus | str,
+        error_message: str | None = None,
+    ) -> BulkUpdateResult:
+        """Set one status (and message) on many sessions; see bulk_update_sessions."""
+        updates: dict[str, Any] = {"status": _check(_status_adapter, status, "status")}
+        if error_message is not None:
+            updates["error_message"] = _check_error_message(error_message)
+        return self.bulk_update_sessions(session_ids, lambda _session: updates)
+
+    def recover_corrupted_session(self, session_id: str) -> GenerationSession:
+        """Force a session into failed with the seed's message, whatever its status."""
+        with self._locked():
+            session = self._require(session_id)
+            now = self._clock.now()
+            new = evolve(
+                session,
+                status=_S.FAILED,
+                error_message=RECOVERED_MESSAGE,
+                updated_at=now,
+                last_accessed=now,
+            )
+            self._store.put(new)
+            if session.status is not _S.FAILED:
+                self._counters.transitions[(session.status, _S.FAILED)] += 1
+                self._emit(
+                    SessionEvent(
+                        EventType.STATUS_CHANGED, session_id, new, previous_status=session.status
+                    )
+                )
+        logger.info("recovered session %s (was %s)", session_id, session.status.value)
+        return new
+
+    # ------------------------------------------------------------------ figures
+
+    def snapshot(self) -> ManagerSnapshot:
+        """All aggregate figures at one instant; O(log n) under the lock."""
+        cfg = self._config
+        with self._locked():
+            now = self._clock.now()
+            now_us = to_micros(now)
+            store = self._store
+            total = len(store)
+            # sessions with age >= bound, i.e. created at or before now - bound
+            at_least = [
+                store.count_created_before(now_us - _micros(low) + 1) if low else total
+                for _, low, _ in AGE_BUCKETS
+            ]
+            by_age = {
+                name: at_least[i] - (at_least[i + 1] if i + 1 < len(at_least) else 0)
+                for i, (name, _, _) in enumerate(AGE_BUCKETS)
+            }
+            stuck = store.count_updated_before(
+                _S.PROCESSING, now_us - _micros(cfg.stuck_after_seconds)
+            )
+            oldest = {s: o.created_at for s in _S if (o := store.oldest(s)) is not None}
+            span = store.created_micros_range()
+            created_sum = store.created_micros_sum()
+            by_status = dict(store.count_by_status())
+            c = self._counters
+            removed = {r: c.removed[r] for r in RemovalReason}
+            rejected = {"capacity": c.rejected["capacity"]}
+            transitions = {t: c.transitions[t] for t in KNOWN_TRANSITIONS}
+            counters = (c.created, c.cleanup_runs, c.cleanup_errors, c.cleanup_last_run)
+        utilization = total / cfg.max_sessions
+        if utilization >= cfg.critical_utilization:
+            health = "critical"
+        elif utilization >= cfg.warning_utilization:
+            health = "warning"
+        else:
+            health = "healthy"
+        if span is None:
+            average = oldest_age = newest_age = 0.0
+        else:
+            average = (now_us - created_sum / total) / _MICROS
+            oldest_age = (now_us - span[0]) / _MICROS
+            newest_age = (now_us - span[1]) / _MICROS
+        return ManagerSnapshot(
+            taken_at=now,
+            total=total,
+            capacity=cfg.max_sessions,
+            utilization=utilization,
+            health=health,
+            by_status=by_status,
+            by_age=by_age,
+            stuck=stuck,
+            stuck_after_seconds=cfg.stuck_after_seconds,
+            oldest_created=oldest,
+            average_age_seconds=average,
+            oldest_age_seconds=oldest_age,
+            newest_age_seconds=newest_age,
+            created_total=counters[0],
+            removed_total=removed,
+            rejected_total=rejected,
+            transitions_total=transitions,
+            cleanup_runs_total=counters[1],
+            cleanup_errors_total=counters[2],
+            cleanup_last_run=counters[3],
+            worker_alive=self.worker_alive,
+            closed=self._closed,
+        )
+
+    def get_performance_stats(self) -> dict[str, Any]:
+        """The seed's statistics: counts, utilization, status breakdown, age distribution."""
+        snap = self.snapshot()
+        return {
+            "total_sessions": snap.total,
+            "max_capacity": snap.capacity,
+            "utilization_percent": round(snap.utilization * 100, 1),
+            "status_breakdown": {s.value: n for s, n in snap.by_status.items()},
+            "age_distribution": dict(snap.by_age),
+            "average_age_hours": round(snap.average_age_seconds / 3600, 2),
+            "oldest_session_hours": round(snap.oldest_age_seconds / 3600, 2),
+            "newest_session_hours": round(snap.newest_age_seconds / 3600, 2),
+            "stuck_sessions": snap.stuck,
+        }
+
+    def get_health_status(self) -> dict[str, Any]:
+        """The seed's health report, in real types (ints, floats, bools)."""
+        snap = self.snapshot()
+        return {
+            "overall_health": snap.health,
+            "session_count": snap.total,
+            "utilization_percent": round(snap.utilization * 100, 1),
+            "stuck_sessions": snap.stuck,
+            "cleanup_active": snap.worker_alive,
+        }

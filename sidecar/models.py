@@ -1,0 +1,161 @@
+"""The session domain's data: validated, immutable pydantic dataclasses.
+
+Pydantic dataclasses with slots keep the validation and JSON schema of pydantic v2 at about a
+seventh of a BaseModel's memory per instance, which matters at 100,000 sessions with scenes each.
+Every model is frozen: the manager replaces a stored session instead of changing it, so the
+objects it hands out are safe to read without a copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, ConfigDict, Field, Strict, computed_field, model_validator
+from pydantic.dataclasses import dataclass
+
+__all__ = [
+    "GenerationRequest",
+    "GenerationSession",
+    "GenerationStatus",
+    "MediaType",
+    "ProgressUpdate",
+    "ScenePrompt",
+    "FINISHED",
+    "evolve",
+]
+
+_EDGE = ConfigDict(extra="forbid", str_max_length=100_000)
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+NonBlank = AfterValidator(_not_blank)
+
+
+class MediaType(enum.StrEnum):
+    """The kind of pictures the scenes are written for."""
+
+    CINEMATIC = "cinematic"
+    ANIME = "anime"
+    COMIC = "comic"
+    STORYBOOK = "storybook"
+    PHOTOREALISTIC = "photorealistic"
+    WATERCOLOR = "watercolor"
+
+
+class GenerationStatus(enum.StrEnum):
+    """Where a generation session is in its life; the values become metric labels."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+FINISHED = frozenset({GenerationStatus.COMPLETED, GenerationStatus.FAILED})
+
+
+@dataclass(frozen=True, slots=True, config=_EDGE)
+class GenerationRequest:
+    """What the generation service was asked to do."""
+
+    story_text: Annotated[str, Field(min_length=1, max_length=100_000), NonBlank]
+    media_type: MediaType = MediaType.CINEMATIC
+    num_scenes: Annotated[int, Strict(), Field(ge=1, le=100)] = 5
+
+
+@dataclass(frozen=True, slots=True, config=_EDGE)
+class ProgressUpdate:
+    """How far the generation has got."""
+
+    current_step: Annotated[int, Strict(), Field(ge=0)]
+    total_steps: Annotated[int, Strict(), Field(ge=1)]
+    description: Annotated[str, Field(max_length=500)] = ""
+
+    @model_validator(mode="after")
+    def _step_within_total(self) -> ProgressUpdate:
+        if self.current_step > self.total_steps:
+            raise ValueError("current_step must not exceed total_steps")
+        return self
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def percentage(self) -> float:
+        """Share of the steps done, 0 to 100 with one decimal."""
+        return round(self.current_step * 100 / self.total_steps, 1)
+
+
+@dataclass(frozen=True, slots=True, config=_EDGE)
+class ScenePrompt:
+    """One generated scene; `scene_number` runs from 1 to its session's `num_scenes`."""
+
+    scene_number: Annotated[int, Strict(), Field(ge=1, le=100)]
+    prompt: Annotated[str, Field(min_length=1, max_length=10_000), NonBlank]
+    title: Annotated[str, Field(max_length=200)] | None = None
+    negative_prompt: Annotated[str, Field(max_length=10_000)] | None = None
+    duration_seconds: Annotated[float, Field(gt=0, le=3600)] | None = None
+
+
+@dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+class GenerationSession:
+    """One generation request and everything known about its progress."""
+
+    session_id: str
+    status: GenerationStatus
+    request_data: GenerationRequest
+    created_at: datetime
+    last_accessed: datetime
+    updated_at: datetime
+    scenes: tuple[ScenePrompt, ...] = ()
+    progress: ProgressUpdate | None = None
+    error_message: str | None = None
+
+    def age_seconds(self, now: datetime) -> float:
+        """Seconds since the session was created."""
+        return (now - self.created_at).total_seconds()
+
+    def summary(self, now: datetime) -> dict[str, Any]:
+        """The seed's per-session summary (get_all_sessions_info), in JSON types."""
+        return {
+            "session_id": self.session_id,
+            "status": self.status.value,
+            "created_at": _rfc3339(self.created_at),
+            "last_accessed": _rfc3339(self.last_accessed),
+            "updated_at": _rfc3339(self.updated_at),
+            "age_hours": round(self.age_seconds(now) / 3600, 4),
+            "num_scenes": len(self.scenes),
+            "progress": None if self.progress is None else _progress_dict(self.progress),
+        }
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _progress_dict(progress: ProgressUpdate) -> dict[str, Any]:
+    return {
+        "current_step": progress.current_step,
+        "total_steps": progress.total_steps,
+        "description": progress.description,
+        "percentage": progress.percentage,
+    }
+
+
+def evolve(session: GenerationSession, **changes: Any) -> GenerationSession:
+    """A copy of `session` with `changes`, skipping validation (callers validate first).
+
+    dataclasses.replace would re-run pydantic validation over every scene on each update.
+    """
+    clone = object.__new__(GenerationSession)
+    for field in dataclasses.fields(GenerationSession):
+        object.__setattr__(clone, field.name, changes.pop(field.name, getattr(session, field.name)))
+    if changes:
+        raise TypeError(f"unknown session fields: {sorted(changes)}")
+    return clone
