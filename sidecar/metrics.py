@@ -1,0 +1,220 @@
+"""Prometheus export: state read from the manager at scrape time, events as they happen.
+
+Gauges derived from state come from `SessionCollector`, which asks the manager for one
+`snapshot()` per scrape: the manager keeps those figures in sorted indexes, so a scrape costs
+O(log n) and never walks the sessions, and nothing can drift the way inc/dec gauges do.
+Event counters are kept by the manager under its lock and exported here as counters; the two
+histograms (session duration, HTTP latency) are observed as events happen.
+Everything lives in a private `CollectorRegistry`, never the process-global one.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from sidecar import __version__
+from sidecar.clock import EPOCH
+from sidecar.manager import (
+    AGE_BUCKETS,
+    EventType,
+    RemovalReason,
+    SessionEvent,
+    SessionManager,
+)
+from sidecar.models import FINISHED, GenerationStatus
+
+__all__ = [
+    "DURATION_BUCKETS",
+    "HEALTH_STATES",
+    "HTTP_BUCKETS",
+    "SessionCollector",
+    "SidecarMetrics",
+]
+
+HEALTH_STATES = ("healthy", "warning", "critical")
+# A generation takes seconds to tens of minutes; sessions live at most a day.
+DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 21600.0)
+# The sidecar answers from memory: sub-millisecond to tens of milliseconds. Few buckets on
+# purpose: every (method, route, status) child renders all of them on every scrape.
+HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5)
+
+
+class SessionCollector(Collector):
+    """Builds the session gauges and event counters from one manager snapshot per scrape."""
+
+    def __init__(self, manager: SessionManager) -> None:
+        self._manager = manager
+
+    def describe(self) -> Iterable[Metric]:
+        # Families without samples: lets the registry detect duplicate names at registration
+        # without taking a snapshot.
+        return list(self._families(None))
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self._families(self._manager))
+
+    @staticmethod
+    def _families(manager: SessionManager | None) -> Iterator[Metric]:
+        snap = manager.snapshot() if manager is not None else None
+
+        sessions = GaugeMetricFamily(
+            "sidecar_sessions", "Sessions held, by status.", labels=["status"]
+        )
+        by_age = GaugeMetricFamily(
+            "sidecar_sessions_by_age",
+            "Sessions held, by time since creation.",
+            labels=["age_bucket"],
+        )
+        stuck = GaugeMetricFamily(
+            "sidecar_sessions_stuck",
+            "Processing sessions not updated for longer than the stuck threshold.",
+        )
+        stuck_after = GaugeMetricFamily(
+            "sidecar_stuck_after_seconds", "The stuck threshold in force, in seconds."
+        )
+        capacity = GaugeMetricFamily("sidecar_sessions_capacity", "max_sessions in force.")
+        utilization = GaugeMetricFamily(
+            "sidecar_sessions_utilization_ratio",
+            "Sessions held divided by capacity (0 to 1; above 1 just after capacity was lowered).",
+        )
+        health = GaugeMetricFamily(
+            "sidecar_health_state",
+            "1 for the current health state (by utilization), 0 for the others.",
+            labels=["state"],
+        )
+        oldest = GaugeMetricFamily(
+            "sidecar_session_oldest_created_timestamp_seconds",
+            "Creation time (Unix seconds) of the oldest session in each non-empty status.",
+            labels=["status"],
+        )
+        worker_up = GaugeMetricFamily(
+            "sidecar_cleanup_worker_up", "1 while the cleanup worker thread is alive."
+        )
+        last_run = GaugeMetricFamily(
+            "sidecar_cleanup_last_run_timestamp_seconds",
+            "When the last cleanup run ended (Unix seconds); 0 before the first run.",
+        )
+        build = GaugeMetricFamily(
+            "sidecar_build_info", "The sidecar's version; always 1.", labels=["version"]
+        )
+        created = CounterMetricFamily("sidecar_sessions_created", "Sessions created.")
+        removed = CounterMetricFamily(
+            "sidecar_sessions_removed", "Sessions removed, by reason.", labels=["reason"]
+        )
+        rejected = CounterMetricFamily(
+            "sidecar_sessions_rejected",
+            "Creates refused under the reject capacity policy.",
+            labels=["reason"],
+        )
+        transitions = CounterMetricFamily(
+            "sidecar_session_transitions",
+            "Status changes, by the status left and the status entered.",
+            labels=["from_status", "to_status"],
+        )
+        cleanup_runs = CounterMetricFamily("sidecar_cleanup_runs", "Periodic cleanup runs.")
+        cleanup_errors = CounterMetricFamily(
+            "sidecar_cleanup_errors", "Periodic cleanup runs that failed."
+        )
+
+        if snap is not None:
+            for status in GenerationStatus:
+                sessions.add_metric([status.value], snap.by_status.get(status, 0))
+            for name, _, _ in AGE_BUCKETS:
+                by_age.add_metric([name], snap.by_age[name])
+            stuck.add_metric([], snap.stuck)
+            stuck_after.add_metric([], snap.stuck_after_seconds)
+            capacity.add_metric([], snap.capacity)
+            utilization.add_metric([], snap.utilization)
+            for state in HEALTH_STATES:
+                health.add_metric([state], 1.0 if state == snap.health else 0.0)
+            for status, moment in snap.oldest_created.items():
+                oldest.add_metric([status.value], (moment - EPOCH).total_seconds())
+            worker_up.add_metric([], 1.0 if snap.worker_alive else 0.0)
+            ended = snap.cleanup_last_run
+            last_run.add_metric([], 0.0 if ended is None else (ended - EPOCH).total_seconds())
+            build.add_metric([__version__], 1.0)
+            created.add_metric([], snap.created_total)
+            for reason in RemovalReason:
+                removed.add_metric([reason.value], snap.removed_total[reason])
+            for why, count in snap.rejected_total.items():
+                rejected.add_metric([why], count)
+            for (src, dst), count in snap.transitions_total.items():
+                transitions.add_metric([src.value, dst.value], count)
+            cleanup_runs.add_metric([], snap.cleanup_runs_total)
+            cleanup_errors.add_metric([], snap.cleanup_errors_total)
+
+        yield from (sessions, by_age, stuck, stuck_after, capacity, utilization, health, oldest)
+        yield from (worker_up, last_run, build, created, removed, rejected, transitions)
+        yield from (cleanup_runs, cleanup_errors)
+
+
+class SidecarMetrics:
+    """The sidecar's metrics in a private registry, plus the hooks the HTTP layer calls."""
+
+    def __init__(
+        self,
+        manager: SessionManager,
+        registry: CollectorRegistry | None = None,
+        *,
+        process_metrics: bool = True,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.registry.register(SessionCollector(manager))
+        if process_metrics:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
+        self.session_duration = Histogram(
+            "sidecar_session_duration_seconds",
+            "Time from a session's creation to its completion or failure.",
+            ["outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        for outcome in (GenerationStatus.COMPLETED, GenerationStatus.FAILED):
+            self.session_duration.labels(outcome.value)
+        self.http_duration = Histogram(
+            "sidecar_http_request_duration_seconds",
+            "HTTP requests served, by method, URL rule and status code.",
+            ["method", "route", "status"],
+            buckets=HTTP_BUCKETS,
+            registry=self.registry,
+        )
+        manager.register_session_callback(EventType.STATUS_CHANGED, self._on_status_changed)
+
+    def _on_status_changed(self, event: SessionEvent) -> None:
+        session = event.session
+        # Only the first finish counts: recovering a completed session into failed is not
+        # a second generation.
+        if session.status in FINISHED and event.previous_status not in FINISHED:
+            seconds = (session.updated_at - session.created_at).total_seconds()
+            self.session_duration.labels(session.status.value).observe(seconds)
+
+    def init_route(self, method: str, route: str, status: int) -> None:
+        """Create a route's latency series at zero, so it exists before the first request."""
+        self.http_duration.labels(method, route, str(status))
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Record one served request; `route` must be the URL rule, never the raw path."""
+        self.http_duration.labels(method, route, str(status)).observe(seconds)
+
+    def render(
+        self, accept: str | None, accept_encoding: str | None
+    ) -> tuple[bytes, dict[str, str]]:
+        """The exposition body for this Accept header (OpenMetrics or text), gzipped if asked."""
+        encoder, content_type = choose_encoder(accept or "")
+        body = encoder(self.registry)
+        headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
+        if gzip_accepted(accept_encoding or ""):
+            body = gzip.compress(body, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        return body, headers
