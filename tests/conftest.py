@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -27,3 +29,19 @@ def manager(clock: ManualClock) -> Iterator[SessionManager]:
 @pytest.fixture
 def request_data() -> GenerationRequest:
     return GenerationRequest(story_text="A fox finds a lantern in the snow.", num_scenes=3)
+
+
+def require_binary(name: str) -> str:
+    """Path of an external tool; under CI (CI=true) a missing one fails instead of skipping."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (Debian package: prometheus); .ci/run installs it"
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def promtool() -> str:
+    return require_binary("promtool")
