@@ -1,0 +1,376 @@
+"""The metrics layer: exact values from a manager driven directly, with an injected clock."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from sidecar import __version__
+from sidecar.clock import ManualClock
+from sidecar.config import CapacityPolicy, ManagerConfig
+from sidecar.errors import SessionCapacityError
+from sidecar.manager import SessionManager
+from sidecar.metrics import SidecarMetrics
+from sidecar.models import GenerationRequest, GenerationSession, GenerationStatus
+from sidecar.store import InMemorySessionStore
+
+STATUSES = ["pending", "processing", "completed", "failed"]
+BUCKETS = ["under_1h", "1h_to_6h", "6h_to_24h", "over_24h"]
+STORY = GenerationRequest(story_text="A lighthouse keeper adopts a gull.", num_scenes=2)
+
+
+@pytest.fixture
+def metrics(manager: SessionManager) -> SidecarMetrics:
+    return SidecarMetrics(manager, process_metrics=False)
+
+
+def value(metrics: SidecarMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def make(manager: SessionManager, status: str = "pending") -> GenerationSession:
+    session = manager.create_session(STORY)
+    path = {
+        "pending": [],
+        "processing": ["processing"],
+        "completed": ["processing", "completed"],
+        "failed": ["failed"],
+    }[status]
+    for step in path:
+        session = manager.update_session_status(session.session_id, step)
+    return session
+
+
+def test_every_known_series_exists_at_zero_before_anything_happens(
+    metrics: SidecarMetrics,
+) -> None:
+    for status in STATUSES:
+        assert value(metrics, "sidecar_sessions", status=status) == 0
+    for bucket in BUCKETS:
+        assert value(metrics, "sidecar_sessions_by_age", age_bucket=bucket) == 0
+    for reason in ["deleted", "expired", "evicted", "purged"]:
+        assert value(metrics, "sidecar_sessions_removed_total", reason=reason) == 0
+    assert value(metrics, "sidecar_sessions_rejected_total", reason="capacity") == 0
+    for src, dst in [
+        ("pending", "processing"),
+        ("pending", "failed"),
+        ("processing", "completed"),
+        ("processing", "failed"),
+        ("completed", "failed"),
+    ]:
+        assert (
+            value(metrics, "sidecar_session_transitions_total", from_status=src, to_status=dst) == 0
+        )
+    for outcome in ["completed", "failed"]:
+        assert value(metrics, "sidecar_session_duration_seconds_count", outcome=outcome) == 0
+    assert value(metrics, "sidecar_health_state", state="healthy") == 1
+    assert value(metrics, "sidecar_health_state", state="warning") == 0
+    assert value(metrics, "sidecar_health_state", state="critical") == 0
+    assert value(metrics, "sidecar_sessions_created_total") == 0
+    assert value(metrics, "sidecar_sessions_stuck") == 0
+    assert value(metrics, "sidecar_cleanup_runs_total") == 0
+    assert value(metrics, "sidecar_cleanup_errors_total") == 0
+    assert value(metrics, "sidecar_cleanup_last_run_timestamp_seconds") == 0
+    assert value(metrics, "sidecar_build_info", version=__version__) == 1
+    # an empty status has no oldest session, so no series rather than a made-up 0
+    for status in STATUSES:
+        assert (
+            value(metrics, "sidecar_session_oldest_created_timestamp_seconds", status=status)
+            is None
+        )
+
+
+def test_status_gauges_and_transition_counters_follow_changes(
+    manager: SessionManager, metrics: SidecarMetrics
+) -> None:
+    make(manager, "pending")
+    make(manager, "processing")
+    make(manager, "completed")
+    make(manager, "completed")
+    make(manager, "failed")
+    assert [value(metrics, "sidecar_sessions", status=s) for s in STATUSES] == [1, 1, 2, 1]
+    assert value(metrics, "sidecar_sessions_created_total") == 5
+    transitions = {
+        (src, dst): value(
+            metrics, "sidecar_session_transitions_total", from_status=src, to_status=dst
+        )
+        for src, dst in [
+            ("pending", "processing"),
+            ("processing", "completed"),
+            ("pending", "failed"),
+            ("processing", "failed"),
+        ]
+    }
+    assert transitions == {
+        ("pending", "processing"): 3,
+        ("processing", "completed"): 2,
+        ("pending", "failed"): 1,
+        ("processing", "failed"): 0,
+    }
+
+
+def test_session_duration_is_observed_once_per_finish_with_its_outcome(
+    manager: SessionManager, metrics: SidecarMetrics, clock: ManualClock
+) -> None:
+    session = make(manager, "processing")
+    clock.advance(90)
+    manager.update_session_status(session.session_id, "completed")
+    other = make(manager, "pending")
+    clock.advance(4)
+    manager.update_session_status(other.session_id, "failed")
+    # recovery of a finished session is not a second finish
+    manager.recover_corrupted_session(session.session_id)
+    assert value(metrics, "sidecar_session_duration_seconds_count", outcome="completed") == 1
+    assert value(metrics, "sidecar_session_duration_seconds_sum", outcome="completed") == 90
+    assert value(metrics, "sidecar_session_duration_seconds_count", outcome="failed") == 1
+    assert value(metrics, "sidecar_session_duration_seconds_sum", outcome="failed") == 4
+    assert (
+        value(metrics, "sidecar_session_duration_seconds_bucket", outcome="completed", le="60.0")
+        == 0
+    )
+    assert (
+        value(metrics, "sidecar_session_duration_seconds_bucket", outcome="completed", le="120.0")
+        == 1
+    )
+    assert (
+        value(
+            metrics,
+            "sidecar_session_transitions_total",
+            from_status="completed",
+            to_status="failed",
+        )
+        == 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("age_seconds", "bucket"),
+    [
+        (0, "under_1h"),
+        (3599, "under_1h"),
+        (3600, "1h_to_6h"),
+        (6 * 3600 - 1, "1h_to_6h"),
+        (6 * 3600, "6h_to_24h"),
+        (24 * 3600 - 1, "6h_to_24h"),
+        (24 * 3600, "over_24h"),
+        (30 * 3600, "over_24h"),
+    ],
+)
+def test_age_buckets_move_with_the_clock(clock: ManualClock, age_seconds: int, bucket: str) -> None:
+    # long expiry so the session survives to be counted in over_24h
+    config = ManagerConfig(session_max_age_seconds=7 * 86400)
+    manager = SessionManager(config, clock=clock)
+    metrics = SidecarMetrics(manager, process_metrics=False)
+    make(manager, "processing")
+    clock.advance(age_seconds)
+    counts = {b: value(metrics, "sidecar_sessions_by_age", age_bucket=b) for b in BUCKETS}
+    assert counts == {b: (1 if b == bucket else 0) for b in BUCKETS}
+
+
+def test_stuck_count_follows_the_threshold(
+    manager: SessionManager, metrics: SidecarMetrics, clock: ManualClock
+) -> None:
+    first = make(manager, "processing")
+    clock.advance(600)
+    make(manager, "processing")
+    clock.advance(1300)  # first: 1900 s without update, second: 1300 s
+    assert value(metrics, "sidecar_stuck_after_seconds") == 1800
+    assert value(metrics, "sidecar_sessions_stuck") == 1
+    manager.reconfigure(stuck_after_seconds=1200)
+    assert value(metrics, "sidecar_stuck_after_seconds") == 1200
+    assert value(metrics, "sidecar_sessions_stuck") == 2
+    # a read does not count as progress, an update does
+    manager.get_session(first.session_id)
+    assert value(metrics, "sidecar_sessions_stuck") == 2
+    manager.update_session_progress(first.session_id, 1, 4, "drawing")
+    assert value(metrics, "sidecar_sessions_stuck") == 1
+
+
+def test_utilization_and_health_follow_capacity_changes(
+    manager: SessionManager, metrics: SidecarMetrics
+) -> None:
+    for _ in range(6):
+        make(manager)
+    assert value(metrics, "sidecar_sessions_capacity") == 10
+    assert value(metrics, "sidecar_sessions_utilization_ratio") == pytest.approx(0.6)
+    assert value(metrics, "sidecar_health_state", state="healthy") == 1
+    manager.reconfigure(max_sessions=8)  # 0.75
+    assert value(metrics, "sidecar_sessions_utilization_ratio") == pytest.approx(0.75)
+    assert [
+        value(metrics, "sidecar_health_state", state=s) for s in ("healthy", "warning", "critical")
+    ] == [0, 1, 0]
+    manager.reconfigure(max_sessions=5)  # 1.2: above 1 until the next create evicts
+    assert value(metrics, "sidecar_sessions_utilization_ratio") == pytest.approx(1.2)
+    assert [
+        value(metrics, "sidecar_health_state", state=s) for s in ("healthy", "warning", "critical")
+    ] == [0, 0, 1]
+    make(manager)
+    assert value(metrics, "sidecar_sessions_utilization_ratio") == pytest.approx(1.0)
+    assert value(metrics, "sidecar_sessions_removed_total", reason="evicted") == 2
+
+
+def test_reject_policy_counts_rejections(clock: ManualClock) -> None:
+    manager = SessionManager(
+        ManagerConfig(max_sessions=2, capacity_policy=CapacityPolicy.REJECT), clock=clock
+    )
+    metrics = SidecarMetrics(manager, process_metrics=False)
+    make(manager)
+    make(manager)
+    for _ in range(3):
+        with pytest.raises(SessionCapacityError):
+            make(manager)
+    assert value(metrics, "sidecar_sessions_rejected_total", reason="capacity") == 3
+    assert value(metrics, "sidecar_sessions_created_total") == 2
+    assert value(metrics, "sidecar_sessions_removed_total", reason="evicted") == 0
+
+
+def test_removals_are_counted_by_reason(
+    manager: SessionManager, metrics: SidecarMetrics, clock: ManualClock
+) -> None:
+    doomed = make(manager)
+    manager.remove_session(doomed.session_id)
+    make(manager, "failed")
+    clock.advance(3601)  # the failed one expires
+    assert manager.run_cleanup() == 1
+    for _ in range(10):
+        make(manager)
+    make(manager)  # the 11th create evicts the oldest pending
+    make(manager, "completed")  # evicts again
+    assert manager.cleanup_failed_sessions() == 0
+    assert manager.force_cleanup_all() == 10
+    removed = {
+        r: value(metrics, "sidecar_sessions_removed_total", reason=r)
+        for r in ("deleted", "expired", "evicted", "purged")
+    }
+    assert removed == {"deleted": 1, "expired": 1, "evicted": 2, "purged": 10}
+    assert value(metrics, "sidecar_cleanup_runs_total") == 1
+    assert value(metrics, "sidecar_cleanup_last_run_timestamp_seconds") == pytest.approx(
+        clock.now().timestamp()
+    )
+
+
+def test_oldest_created_timestamp_per_status(
+    manager: SessionManager, metrics: SidecarMetrics, clock: ManualClock
+) -> None:
+    first = make(manager, "pending")
+    clock.advance(60)
+    make(manager, "pending")
+    second = make(manager, "processing")
+    name = "sidecar_session_oldest_created_timestamp_seconds"
+    assert value(metrics, name, status="pending") == first.created_at.timestamp()
+    assert value(metrics, name, status="processing") == second.created_at.timestamp()
+    assert value(metrics, name, status="completed") is None
+    manager.remove_session(first.session_id)
+    assert value(metrics, name, status="pending") == second.created_at.timestamp()
+
+
+def test_cleanup_worker_up_reflects_the_thread(clock: ManualClock) -> None:
+    manager = SessionManager(clock=clock)
+    metrics = SidecarMetrics(manager, process_metrics=False)
+    assert value(metrics, "sidecar_cleanup_worker_up") == 0
+    manager.start()
+    assert value(metrics, "sidecar_cleanup_worker_up") == 1
+    manager.shutdown()
+    assert value(metrics, "sidecar_cleanup_worker_up") == 0
+
+
+class NoWalkStore(InMemorySessionStore):
+    """A store that fails the test if anything walks its sessions while `walking_forbidden`."""
+
+    walking_forbidden = False
+
+    def values(self, status: GenerationStatus | None = None) -> Iterator[GenerationSession]:
+        if self.walking_forbidden:
+            pytest.fail("a scrape walked the sessions")
+        return super().values(status)
+
+    def page(self, *args: object, **kwargs: object) -> list[GenerationSession]:
+        if self.walking_forbidden:
+            pytest.fail("a scrape paged through the sessions")
+        return super().page(*args, **kwargs)  # type: ignore[arg-type]
+
+    def created_before(self, *args: object, **kwargs: object) -> list[str]:
+        if self.walking_forbidden:
+            pytest.fail("a scrape listed sessions by age")
+        return super().created_before(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_scrape_does_not_walk_the_sessions(clock: ManualClock) -> None:
+    store = NoWalkStore()
+    manager = SessionManager(ManagerConfig(max_sessions=1000), clock=clock, store=store)
+    metrics = SidecarMetrics(manager)
+    for i in range(300):
+        make(manager, STATUSES[i % 4])
+        clock.advance(97)
+    store.walking_forbidden = True
+    body, _ = metrics.render(None, None)
+    assert b'sidecar_sessions{status="completed"} 75.0' in body
+    store.walking_forbidden = False
+
+
+def test_render_negotiates_openmetrics_text_and_gzip(metrics: SidecarMetrics) -> None:
+    prometheus_accept = (
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+        "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    )
+    body, headers = metrics.render(prometheus_accept, None)
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    assert body.endswith(b"# EOF\n")
+    body, headers = metrics.render(None, None)
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert "Content-Encoding" not in headers
+    zipped, headers = metrics.render(None, "gzip, deflate")
+    assert headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(zipped) == body
+
+
+def test_metrics_live_in_a_private_registry(manager: SessionManager) -> None:
+    metrics = SidecarMetrics(manager)
+    assert isinstance(metrics.registry, CollectorRegistry)
+    assert metrics.registry is not REGISTRY
+    assert REGISTRY.get_sample_value("sidecar_sessions_created_total") is None
+    # the standard process, platform and gc collectors are registered on the private registry
+    names = {family.name for family in metrics.registry.collect()}
+    assert {"process_cpu_seconds", "python_info", "python_gc_objects_collected"} <= names
+
+
+def test_a_second_collector_with_the_same_names_is_refused(manager: SessionManager) -> None:
+    registry = CollectorRegistry()
+    SidecarMetrics(manager, registry, process_metrics=False)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        SidecarMetrics(manager, registry, process_metrics=False)
+
+
+def test_no_label_carries_a_session_id(manager: SessionManager, metrics: SidecarMetrics) -> None:
+    ids = {make(manager, s).session_id for s in STATUSES}
+    body, _ = metrics.render(None, None)
+    text = body.decode()
+    assert not any(session_id in text for session_id in ids)
+    label_values = {
+        v
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        for v in sample.labels.values()
+    }
+    assert not label_values & ids
+
+
+def test_exposition_passes_promtool_check_metrics(
+    manager: SessionManager, clock: ManualClock, promtool: str
+) -> None:
+    metrics = SidecarMetrics(manager)
+    metrics.init_route("GET", "/api/v1/sessions/<session_id>", 200)
+    metrics.observe_request("POST", "/api/v1/sessions", 201, 0.002)
+    for status in STATUSES:
+        make(manager, status)
+    clock.advance(120)
+    body, _ = metrics.render(None, None)
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=body, capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
