@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, Field, Strict, computed_field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    ConfigDict,
+    Field,
+    Strict,
+    computed_field,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass
 
 __all__ = [
@@ -103,6 +111,22 @@ class ScenePrompt:
     duration_seconds: Annotated[float, Field(gt=0, le=3600)] | None = None
 
 
+def _in_utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+def _ordered_scenes(scenes: tuple[ScenePrompt, ...]) -> tuple[ScenePrompt, ...]:
+    numbers = [scene.scene_number for scene in scenes]
+    if len(set(numbers)) != len(numbers):
+        raise ValueError("scene numbers must be unique")
+    return tuple(sorted(scenes, key=lambda scene: scene.scene_number))
+
+
+# Aware timestamps only: a naive one would be read as local time by some and UTC by others.
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+OrderedScenes = Annotated[tuple[ScenePrompt, ...], AfterValidator(_ordered_scenes)]
+
+
 @dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
 class GenerationSession:
     """One generation request and everything known about its progress."""
@@ -110,10 +134,10 @@ class GenerationSession:
     session_id: str
     status: GenerationStatus
     request_data: GenerationRequest
-    created_at: datetime
-    last_accessed: datetime
-    updated_at: datetime
-    scenes: tuple[ScenePrompt, ...] = ()
+    created_at: UtcDatetime
+    last_accessed: UtcDatetime
+    updated_at: UtcDatetime
+    scenes: OrderedScenes = ()
     progress: ProgressUpdate | None = None
     error_message: str | None = None
 
