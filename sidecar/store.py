@@ -90,7 +90,12 @@ class InMemorySessionStore:
         return old
 
     def clear(self) -> None:
-        self.__init__()  # type: ignore[misc]
+        # Reset in place rather than re-running __init__, which a subclass may have changed.
+        self._sessions.clear()
+        self._by_created.clear()
+        for index in (*self._by_status_created.values(), *self._by_status_updated.values()):
+            index.clear()
+        self._created_sum = 0
 
     def _index(self, session: GenerationSession) -> None:
         created = (to_micros(session.created_at), session.session_id)

@@ -105,6 +105,26 @@ def test_clear_empties_store_and_indexes(filled: InMemorySessionStore) -> None:
     assert list(filled.values()) == []
 
 
+class TaggedStore(InMemorySessionStore):
+    """A subclass with its own constructor arguments and state."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__()
+        self.tag = tag
+
+
+def test_clear_works_for_a_subclass_and_keeps_its_own_state() -> None:
+    store = TaggedStore("replica-1")
+    store.put(make("a", R))
+    store.clear()
+    assert store.tag == "replica-1"
+    assert len(store) == 0
+    assert store.count_by_status()[R] == 0
+    assert store.count_updated_before(R, us(100)) == 0
+    store.put(make("a", R))  # the emptied indexes take new sessions
+    assert store.oldest(R) == store.get("a")
+
+
 def test_count_by_status_lists_every_status(filled: InMemorySessionStore) -> None:
     assert filled.count_by_status() == {P: 2, R: 2, C: 1, F: 1}
     assert InMemorySessionStore().count_by_status() == {P: 0, R: 0, C: 0, F: 0}
