@@ -1,0 +1,203 @@
+"""Every error the API answers, as RFC 9457 problem details (application/problem+json).
+
+All mapping from exceptions to responses happens here: `Problem` for errors the web layer
+raises itself, handlers for werkzeug's HTTP errors and the session core's exceptions, and a
+last handler that turns anything unexpected into a 500 without a stack trace in the body.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from flask import Flask, Response, request
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails, to_json
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
+from werkzeug.wrappers import Response as BaseResponse
+
+from sidecar.errors import (
+    InvalidTransitionError,
+    SessionCapacityError,
+    SessionLockError,
+    SessionNotFoundError,
+    SessionValidationError,
+)
+
+__all__ = [
+    "PROBLEM_MEDIA_TYPE",
+    "PROBLEM_TYPES",
+    "RETRY_AFTER_SECONDS",
+    "Problem",
+    "register_error_handlers",
+    "validation_problem",
+]
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:sidecar:problem:"
+# Capacity frees up as generations finish and sessions expire; a few seconds is a fair wait.
+RETRY_AFTER_SECONDS = 5
+
+# slug -> (status, title); the title is fixed per type, the detail says what happened.
+PROBLEM_TYPES: Mapping[str, tuple[int, str]] = {
+    "malformed-json": (400, "Malformed JSON"),
+    "bad-request": (400, "Bad request"),
+    "unauthorized": (401, "Unauthorized"),
+    "forbidden": (403, "Forbidden"),
+    "not-found": (404, "Not found"),
+    "session-not-found": (404, "Session not found"),
+    "method-not-allowed": (405, "Method not allowed"),
+    "invalid-transition": (409, "Invalid transition"),
+    "body-too-large": (413, "Request body too large"),
+    "unsupported-media-type": (415, "Unsupported media type"),
+    "validation-error": (422, "Validation failed"),
+    "capacity-exceeded": (429, "Session capacity reached"),
+    "internal-error": (500, "Internal server error"),
+    "shutting-down": (503, "Shutting down"),
+    "not-ready": (503, "Not ready"),
+    "busy": (503, "Busy"),
+}
+_BY_STATUS = {
+    400: "bad-request",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "body-too-large",
+    415: "unsupported-media-type",
+}
+
+
+class Problem(Exception):
+    """An error response: one of PROBLEM_TYPES, a detail, optional headers and extra members."""
+
+    def __init__(
+        self,
+        slug: str,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.title = PROBLEM_TYPES[slug]
+        self.slug = slug
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extra = extra
+
+    def to_response(self) -> Response:
+        """The problem+json response."""
+        body = {
+            "type": TYPE_PREFIX + self.slug,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            **self.extra,
+        }
+        return Response(to_json(body), self.status, self.headers, mimetype=PROBLEM_MEDIA_TYPE)
+
+
+def _issue(loc: Sequence[str | int], msg: str, kind: str) -> dict[str, Any]:
+    return {"loc": list(loc), "msg": msg, "type": kind}
+
+
+def validation_problem(
+    errors: Iterable[Mapping[str, Any] | ErrorDetails], prefix: Sequence[str | int] = ("body",)
+) -> Problem:
+    """A 422 listing each bad field; `prefix` says where the fields are (body, query, path)."""
+    issues = [_issue([*prefix, *e["loc"]], str(e["msg"]), str(e["type"])) for e in errors]
+    first = issues[0] if issues else {"loc": list(prefix), "msg": "invalid"}
+    where = ".".join(map(str, first["loc"]))
+    more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+    return Problem("validation-error", f"{where}: {first['msg']}{more}", errors=issues)
+
+
+def from_pydantic(exc: ValidationError, prefix: Sequence[str | int] = ("body",)) -> Problem:
+    """A 422 from pydantic's errors, without echoing the input back."""
+    return validation_problem(
+        exc.errors(include_url=False, include_context=False, include_input=False), prefix
+    )
+
+
+def _retry_later(slug: str, detail: str) -> Problem:
+    return Problem(slug, detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def _http_error(exc: HTTPException) -> BaseResponse:
+    code = exc.code or 500
+    if code < 400:  # a routing redirect is not an error
+        return exc.get_response()
+    slug = _BY_STATUS.get(code)
+    headers: dict[str, str] = {}
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+    if isinstance(exc, RequestEntityTooLarge):
+        limit = request.max_content_length
+        return Problem(
+            "body-too-large", f"the request body is larger than {limit} bytes", headers=headers
+        ).to_response()
+    if slug is None:
+        # A status with no type of our own: RFC 9457's about:blank with the HTTP phrase.
+        body = {"type": "about:blank", "title": exc.name, "status": code, "detail": exc.name}
+        return Response(to_json(body), code, mimetype=PROBLEM_MEDIA_TYPE)
+    detail = {
+        404: f"nothing at {request.path}",
+        405: f"{request.method} is not allowed on {request.path}",
+        415: "the request body must be JSON (Content-Type: application/json)",
+    }.get(code, exc.description or exc.name)
+    return Problem(slug, detail, headers=headers).to_response()
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Map every exception to a problem+json response."""
+
+    @app.errorhandler(Problem)
+    def _problem(exc: Problem) -> Response:
+        return exc.to_response()
+
+    app.register_error_handler(HTTPException, _http_error)
+
+    @app.errorhandler(SessionNotFoundError)
+    def _not_found(exc: SessionNotFoundError) -> Response:
+        return Problem("session-not-found", f"no session {exc.session_id}").to_response()
+
+    @app.errorhandler(InvalidTransitionError)
+    def _transition(exc: InvalidTransitionError) -> Response:
+        return Problem(
+            "invalid-transition",
+            f"session is {exc.current}; {exc.requested} is not allowed from there",
+            current_status=str(exc.current),
+            requested=str(exc.requested),
+        ).to_response()
+
+    @app.errorhandler(SessionValidationError)
+    def _invalid(exc: SessionValidationError) -> Response:
+        # The core validates values that came from the request body.
+        return validation_problem(exc.errors).to_response()
+
+    @app.errorhandler(SessionCapacityError)
+    def _full(exc: SessionCapacityError) -> Response:
+        return _retry_later(
+            "capacity-exceeded",
+            f"{exc.max_sessions} sessions are held and capacity_policy is reject",
+        ).to_response()
+
+    @app.errorhandler(SessionLockError)
+    def _busy(exc: SessionLockError) -> Response:
+        return _retry_later("busy", "the session store is busy; try again").to_response()
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        # The traceback goes to the log only; the client gets no internals.
+        rule = request.url_rule.rule if request.url_rule else "<unmatched>"
+        logger.error(
+            "unhandled %s on %s %s", type(exc).__name__, request.method, rule, exc_info=exc
+        )
+        return Problem("internal-error", "the server failed to handle this request").to_response()
+
+
+def shutting_down() -> Problem:
+    """The 503 every API route answers while the process drains."""
+    return _retry_later("shutting-down", "the sidecar is shutting down")
