@@ -1,0 +1,463 @@
+"""The HTTP routes: one table (`OPERATIONS`) and the views it names.
+
+The table is the single source for the URL map, the metric series created at start-up and
+the OpenAPI document. Views validate the request at the edge (strict types, no unknown
+fields), call the manager once, and serialize with adapters built at import time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from flask import Flask, Response, request
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import from_json, to_json
+
+from sidecar.auth import API_PREFIX
+from sidecar.config import ManagerConfig
+from sidecar.errors import SessionNotFoundError, SessionValidationError
+from sidecar.models import (
+    GenerationRequest,
+    GenerationSession,
+    GenerationStatus,
+    ProgressUpdate,
+    ScenePrompt,
+)
+from sidecar.problems import Problem, from_pydantic, validation_problem
+from sidecar.schemas import (
+    BulkStatusRequest,
+    BulkStatusResult,
+    CleanupRequest,
+    CleanupResult,
+    ConfigPatch,
+    HealthReport,
+    Liveness,
+    PerformanceStats,
+    Readiness,
+    ScenesReplace,
+    SessionPage,
+    SessionPatch,
+    StatusChange,
+)
+from sidecar.store import Cursor
+
+if TYPE_CHECKING:
+    from sidecar.app import Sidecar
+
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "OPERATIONS",
+    "Operation",
+    "decode_cursor",
+    "encode_cursor",
+    "register_routes",
+]
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+JSON = "application/json"
+SESSIONS = API_PREFIX + "/sessions"
+SESSION = SESSIONS + "/<session_id>"
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One route and method: what it takes, what it answers, and which errors it can give."""
+
+    method: str
+    rule: str
+    endpoint: str  # the Api method that serves it
+    status: int  # its success status
+    summary: str
+    body: Any = None  # request body type (a pydantic model or dataclass)
+    response: Any = None  # success body type; None for no content
+    errors: tuple[int, ...] = ()
+    tag: str = "sessions"
+
+
+_BODY_ERRORS = (400, 413, 415, 422)
+_SESSION_CHANGE = (404, *_BODY_ERRORS)
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "POST", SESSIONS, "create_session", 201, "Create a session from a generation request",
+        GenerationRequest, GenerationSession, (*_BODY_ERRORS, 429),
+    ),
+    Operation(
+        "GET", SESSIONS, "list_sessions", 200, "List session summaries in creation order",
+        response=SessionPage, errors=(422,),
+    ),
+    Operation(
+        "POST", SESSIONS + "/bulk/status", "bulk_status", 200,
+        "Set one status on many sessions", BulkStatusRequest, BulkStatusResult, _BODY_ERRORS,
+    ),
+    Operation(
+        "GET", SESSION, "get_session", 200, "Read one session (touches last_accessed)",
+        response=GenerationSession, errors=(404,),
+    ),
+    Operation(
+        "DELETE", SESSION, "delete_session", 204, "Remove a session", errors=(404,),
+    ),
+    Operation(
+        "PATCH", SESSION, "patch_session", 200,
+        "Change status, error_message, progress and scenes together, or nothing",
+        SessionPatch, GenerationSession, (*_SESSION_CHANGE, 409),
+    ),
+    Operation(
+        "PUT", SESSION + "/status", "put_status", 200, "Move a session to another status",
+        StatusChange, GenerationSession, (*_SESSION_CHANGE, 409),
+    ),
+    Operation(
+        "PUT", SESSION + "/progress", "put_progress", 200,
+        "Record progress (pending or processing sessions only)",
+        ProgressUpdate, GenerationSession, (*_SESSION_CHANGE, 409),
+    ),
+    Operation(
+        "PUT", SESSION + "/scenes/<int:n>", "put_scene", 201,
+        "Add scene n (201) or replace it (200); the path's n wins over the body's",
+        ScenePrompt, GenerationSession, (*_SESSION_CHANGE, 409),
+    ),
+    Operation(
+        "PUT", SESSION + "/scenes", "put_scenes", 200, "Replace all scenes",
+        ScenesReplace, GenerationSession, (*_SESSION_CHANGE, 409),
+    ),
+    Operation(
+        "POST", SESSION + "/recover", "recover_session", 200,
+        "Force a session into failed with the recovery message",
+        response=GenerationSession, errors=(404,),
+    ),
+    Operation(
+        "GET", API_PREFIX + "/stats", "stats", 200, "Performance statistics",
+        response=PerformanceStats, tag="status",
+    ),
+    Operation(
+        "GET", API_PREFIX + "/health", "health", 200, "Health by utilization",
+        response=HealthReport, tag="status",
+    ),
+    Operation(
+        "POST", API_PREFIX + "/admin/cleanup", "cleanup", 200, "Remove sessions now",
+        CleanupRequest, CleanupResult, _BODY_ERRORS, tag="admin",
+    ),
+    Operation(
+        "GET", API_PREFIX + "/admin/config", "get_config", 200, "The live manager settings",
+        response=ManagerConfig, tag="admin",
+    ),
+    Operation(
+        "PATCH", API_PREFIX + "/admin/config", "patch_config", 200,
+        "Change live manager settings (validated, all or nothing)",
+        ConfigPatch, ManagerConfig, _BODY_ERRORS, tag="admin",
+    ),
+    Operation(
+        "GET", "/livez", "livez", 200, "The process is alive", response=Liveness, tag="ops",
+    ),
+    Operation(
+        "GET", "/readyz", "readyz", 200,
+        "Ready: not shutting down, cleanup worker alive", response=Readiness, errors=(503,),
+        tag="ops",
+    ),
+    Operation(
+        "GET", "/openapi.json", "openapi", 200, "This document", response=dict, tag="ops",
+    ),
+    Operation(
+        "GET", "/metrics", "metrics", 200, "Prometheus metrics", response=str, tag="ops",
+    ),
+)  # fmt: skip
+
+# Built once: validators and serializers are the costly part of pydantic to construct.
+_generation_request = TypeAdapter(GenerationRequest)
+_progress = TypeAdapter(ProgressUpdate)
+_scene = TypeAdapter(ScenePrompt)
+_session = TypeAdapter(GenerationSession)
+_status = TypeAdapter(GenerationStatus)
+_QUERY = frozenset({"status", "limit", "cursor"})
+_LIMIT = re.compile(r"[0-9]{1,7}")
+_MAX_CURSOR = 512
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    """An opaque, URL-safe form of a list position."""
+    raw = json.dumps([cursor[0], cursor[1]], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(text: str) -> Cursor | None:
+    """The position `encode_cursor` made, or None if `text` is not one."""
+    if len(text) > _MAX_CURSOR:
+        return None
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+        value = json.loads(raw)
+    except (binascii.Error, ValueError):
+        return None
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and type(value[0]) is int
+        and isinstance(value[1], str)
+    ):
+        return value[0], value[1]
+    return None
+
+
+def _json_body() -> Any:
+    if not request.is_json:
+        raise Problem(
+            "unsupported-media-type",
+            "the request body must be JSON (Content-Type: application/json)",
+        )
+    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    try:
+        return from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:
+        raise Problem("malformed-json", f"the body is not valid JSON: {exc}") from None
+
+
+def _validated(adapter: TypeAdapter[T], data: Any) -> T:
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as exc:
+        raise from_pydantic(exc) from None
+
+
+def _body(model: type[M]) -> M:
+    """The request body validated as `model`."""
+    try:
+        return model.model_validate(_json_body())
+    except ValidationError as exc:
+        raise from_pydantic(exc) from None
+
+
+def _json(payload: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(payload, status, headers, mimetype=JSON)
+
+
+def _session_json(
+    session: GenerationSession, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return _json(_session.dump_json(session), status, headers)
+
+
+class Api:
+    """The views; each one is a bound method named by an Operation's endpoint."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self._sidecar = sidecar
+        self._manager = sidecar.manager
+
+    # ---------------------------------------------------------------- sessions
+
+    def create_session(self) -> Response:
+        generation = _validated(_generation_request, _json_body())
+        session = self._manager.create_session(generation)
+        location = f"{SESSIONS}/{session.session_id}"
+        return _session_json(session, 201, {"Location": location})
+
+    def list_sessions(self) -> Response:
+        status, cursor, limit = _page_query()
+        sessions, following = self._manager.list_sessions(status, cursor, limit)
+        now = self._manager.clock.now()
+        page = {
+            "items": [s.summary(now) for s in sessions],
+            "next_cursor": None if following is None else encode_cursor(following),
+        }
+        return _json(to_json(page))
+
+    def get_session(self, session_id: str) -> Response:
+        session = self._manager.get_session(session_id)
+        if session is None:
+            raise SessionNotFoundError(session_id)
+        return _session_json(session)
+
+    def delete_session(self, session_id: str) -> Response:
+        if not self._manager.remove_session(session_id):
+            raise SessionNotFoundError(session_id)
+        response = Response(status=204)
+        del response.headers["Content-Type"]
+        return response
+
+    def patch_session(self, session_id: str) -> Response:
+        updates = _body(SessionPatch).given()
+        return _session_json(self._manager.atomic_session_update(session_id, updates))
+
+    def put_status(self, session_id: str) -> Response:
+        change = _body(StatusChange)
+        session = self._manager.update_session_status(
+            session_id, change.status, change.error_message
+        )
+        return _session_json(session)
+
+    def put_progress(self, session_id: str) -> Response:
+        progress = _validated(_progress, _json_body())
+        session = self._manager.atomic_session_update(session_id, {"progress": progress})
+        return _session_json(session)
+
+    def put_scene(self, session_id: str, n: int) -> Response:
+        data = _json_body()
+        if not isinstance(data, dict):
+            raise validation_problem([{"loc": [], "msg": "must be an object", "type": "dict_type"}])
+        try:
+            scene = _scene.validate_python({**data, "scene_number": n})
+            session, added = self._manager.add_scene_to_session(session_id, scene)
+        except ValidationError as exc:
+            raise _scene_problem(exc.errors(include_url=False, include_context=False)) from None
+        except SessionValidationError as exc:
+            raise _scene_problem(exc.errors) from None
+        return _session_json(session, 201 if added else 200)
+
+    def put_scenes(self, session_id: str) -> Response:
+        body = _body(ScenesReplace)
+        return _session_json(self._manager.set_session_scenes(session_id, body.scenes))
+
+    def recover_session(self, session_id: str) -> Response:
+        return _session_json(self._manager.recover_corrupted_session(session_id))
+
+    def bulk_status(self) -> Response:
+        body = _body(BulkStatusRequest)
+        result = self._manager.bulk_update_status(body.session_ids, body.status, body.error_message)
+        answer = BulkStatusResult(
+            updated=len(result.updated), missing=result.missing, conflicts=result.conflicts
+        )
+        return _json(answer.model_dump_json().encode())
+
+    # ---------------------------------------------------------------- figures
+
+    def stats(self) -> Response:
+        return _json(to_json(self._manager.get_performance_stats()))
+
+    def health(self) -> Response:
+        return _json(to_json(self._manager.get_health_status()))
+
+    # ---------------------------------------------------------------- admin
+
+    def cleanup(self) -> Response:
+        body = _body(CleanupRequest)
+        age = body.max_age_seconds
+        manager = self._manager
+        if body.scope == "all":
+            if age is not None:
+                raise validation_problem(
+                    [
+                        {
+                            "loc": ["max_age_seconds"],
+                            "msg": "not allowed with scope all",
+                            "type": "extra_forbidden",
+                        }
+                    ]
+                )
+            removed = manager.force_cleanup_all()
+        elif body.scope == "expired":
+            removed = manager.cleanup_expired_sessions(age)
+        elif body.scope == "failed":
+            removed = manager.cleanup_failed_sessions(age)
+        else:
+            removed = manager.cleanup_completed_sessions(age)
+        return _json(CleanupResult(removed=removed).model_dump_json().encode())
+
+    def get_config(self) -> Response:
+        return _json(to_json(self._manager.config.as_dict()))
+
+    def patch_config(self) -> Response:
+        changes = _body(ConfigPatch).given()
+        return _json(to_json(self._manager.reconfigure(**changes).as_dict()))
+
+    # ---------------------------------------------------------------- operations
+
+    def livez(self) -> Response:
+        return _json(b'{"status":"alive"}')
+
+    def readyz(self) -> Response:
+        checks = self._sidecar.readiness()
+        if all(checks.values()):
+            return _json(to_json({"status": "ready", "checks": checks}))
+        failing = ", ".join(name for name, ok in checks.items() if not ok)
+        raise Problem("not-ready", f"failing: {failing}", checks=checks)
+
+    def openapi(self) -> Response:
+        from sidecar.openapi import openapi_json  # built on first use, not at start-up
+
+        return _json(openapi_json())
+
+    def metrics(self) -> Response:
+        body, headers = self._sidecar.metrics.render(
+            request.headers.get("Accept"), request.headers.get("Accept-Encoding")
+        )
+        return Response(body, 200, headers)
+
+
+def _page_query() -> tuple[GenerationStatus | None, Cursor | None, int]:
+    args = request.args
+    errors: list[dict[str, Any]] = [
+        {"loc": [name], "msg": "unknown query parameter", "type": "extra_forbidden"}
+        for name in args
+        if name not in _QUERY
+    ]
+    errors += [
+        {"loc": [name], "msg": "given more than once", "type": "repeated"}
+        for name in _QUERY
+        if len(args.getlist(name)) > 1
+    ]
+    status: GenerationStatus | None = None
+    if "status" in args:
+        try:
+            status = _status.validate_python(args["status"])
+        except ValidationError:
+            allowed = ", ".join(s.value for s in GenerationStatus)
+            errors.append({"loc": ["status"], "msg": f"must be one of {allowed}", "type": "enum"})
+    limit = DEFAULT_PAGE_SIZE
+    if "limit" in args:
+        text = args["limit"]
+        if _LIMIT.fullmatch(text) and 1 <= int(text) <= MAX_PAGE_SIZE:
+            limit = int(text)
+        else:
+            errors.append(
+                {
+                    "loc": ["limit"],
+                    "msg": f"must be an integer from 1 to {MAX_PAGE_SIZE}",
+                    "type": "limit",
+                }
+            )
+    cursor: Cursor | None = None
+    if "cursor" in args:
+        cursor = decode_cursor(args["cursor"])
+        if cursor is None:
+            errors.append(
+                {
+                    "loc": ["cursor"],
+                    "msg": "not a cursor this API returned (next_cursor)",
+                    "type": "cursor",
+                }
+            )
+    if errors:
+        raise validation_problem(errors, prefix=("query",))
+    return status, cursor, limit
+
+
+def _scene_problem(errors: Iterable[Mapping[str, Any]]) -> Problem:
+    # scene_number comes from the path (it wins over the body's), so its errors point there.
+    located = [
+        {
+            **e,
+            "loc": ["path", "n"] if list(e["loc"])[:1] == ["scene_number"] else ["body", *e["loc"]],
+        }
+        for e in errors
+    ]
+    return validation_problem(located, prefix=())
+
+
+def register_routes(app: Flask, sidecar: Sidecar) -> None:
+    """Add every Operation to `app`, served by one Api bound to `sidecar`."""
+    api = Api(sidecar)
+    for op in OPERATIONS:
+        app.add_url_rule(
+            op.rule, endpoint=op.endpoint, view_func=getattr(api, op.endpoint), methods=[op.method]
+        )
