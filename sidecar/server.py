@@ -1,0 +1,184 @@
+"""Serving the app with waitress in one process, and stopping it cleanly.
+
+Sessions live in memory, so one process with threads serves them all. waitress's own
+`serve()` stops abruptly on a signal; here the main loop is driven step by step so that a
+shutdown request (SIGTERM, SIGINT, or `request_shutdown()` from any thread) can drain:
+
+1. /readyz and the API start answering 503, the listening sockets close;
+2. requests already received run to the end and their answers are flushed, until
+   `drain_seconds` have passed; idle keep-alive connections are closed;
+3. the request threads stop, then the caller shuts the session manager down.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from flask import Flask
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, create_server
+
+from sidecar.app import create_app, get_sidecar
+from sidecar.settings import Settings
+
+__all__ = ["DRAIN_SECONDS", "SidecarServer", "is_loopback", "serve"]
+
+logger = logging.getLogger(__name__)
+
+DRAIN_SECONDS = 5.0
+_LOOP_SECONDS = 1.0  # longest select() wait; a shutdown request wakes the loop at once
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _bound(listener: BaseWSGIServer) -> tuple[str, int]:
+    assert listener.socket is not None, "a listener that is not bound"
+    host, port = listener.socket.getsockname()[:2]
+    return str(host), int(port)
+
+
+class SidecarServer:
+    """A waitress server for one app made by create_app, with a graceful stop."""
+
+    def __init__(
+        self,
+        app: Flask,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        threads: int = 8,
+        drain_seconds: float = DRAIN_SECONDS,
+    ) -> None:
+        self._sidecar = get_sidecar(app)
+        self._map: dict[int, Any] = {}
+        limit = self._sidecar.settings.max_body_bytes
+        self._server = create_server(
+            app,
+            map=self._map,
+            host=host,
+            port=port,
+            threads=threads,
+            ident="sidecar",
+            # The app answers 413 as problem+json; waitress only stops absurd bodies early.
+            max_request_body_size=max(16 * limit, 16 << 20),
+        )
+        self._listeners = [s for s in self._map.values() if isinstance(s, BaseWSGIServer)]
+        self._addresses = [_bound(s) for s in self._listeners]
+        self._drain_seconds = drain_seconds
+        self._stop = threading.Event()
+        self._hurry = threading.Event()
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """(host, port) of each listening socket; the port is the real one when 0 was asked."""
+        return list(self._addresses)
+
+    @property
+    def urls(self) -> list[str]:
+        """Where the server listens."""
+        return [_url(host, port) for host, port in self.addresses]
+
+    def request_shutdown(self) -> None:
+        """Begin a graceful stop; a second call cuts the drain short. Safe in signal handlers."""
+        if self._stop.is_set():
+            self._hurry.set()
+        self._sidecar.begin_drain()
+        self._stop.set()
+        # Only writes a byte to a pipe (no lock), which wakes the loop's select().
+        self._listeners[0].pull_trigger()
+
+    def serve(self) -> None:
+        """Serve until request_shutdown(), then drain and return."""
+        while not self._stop.is_set():
+            wasyncore.loop(timeout=_LOOP_SECONDS, map=self._map, count=1)
+        self._drain()
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self._drain_seconds
+        logger.info("shutting down: not accepting, draining for up to %ss", self._drain_seconds)
+        for listener in self._listeners:
+            # The dispatcher's close, not the server's: the server's would close the trigger
+            # that request threads pull to hand their answers to this loop.
+            wasyncore.dispatcher.close(listener)
+        busy = self._settle()
+        while busy and time.monotonic() < deadline and not self._hurry.is_set():
+            wait = min(_LOOP_SECONDS, max(deadline - time.monotonic(), 0.0))
+            wasyncore.loop(timeout=wait, map=self._map, count=1)
+            busy = self._settle()
+        if busy:
+            logger.warning("drain ended with %d connection(s) still busy", busy)
+        dispatcher = self._server.task_dispatcher
+        # Threads still busy past the deadline are daemons: they do not hold the exit up.
+        dispatcher.shutdown(
+            cancel_pending=True, timeout=max(math.ceil(deadline - time.monotonic()), 1)
+        )
+        wasyncore.close_all(self._map)
+
+    def _settle(self) -> int:
+        """Mark idle connections to close; return how many still have work in flight."""
+        busy = 0
+        for channel in list(self._map.values()):
+            if not isinstance(channel, HTTPChannel):
+                continue
+            if channel.requests or channel.total_outbufs_len or channel.request is not None:
+                busy += 1
+            elif not channel.will_close:
+                channel.will_close = True  # the loop closes it on its next pass
+        return busy
+
+
+def serve(settings: Settings) -> int:
+    """Run the sidecar until SIGTERM or SIGINT; 0 after a clean stop, 1 if it cannot listen."""
+    app = create_app(settings)
+    sidecar = get_sidecar(app)
+    try:
+        server = SidecarServer(
+            app, host=settings.host, port=settings.port, threads=settings.threads
+        )
+    except (OSError, ValueError) as exc:
+        sidecar.close()
+        where = _url(settings.host, settings.port)
+        logger.error("cannot listen on %s: %s", where, exc)
+        return 1
+
+    received: list[str] = []
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        received.append(signal.Signals(signum).name)
+        server.request_shutdown()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if not is_loopback(settings.host) and settings.api_token is None:
+            logger.warning("serving %s without an API token (allowed by flag)", settings.host)
+        for url in server.urls:
+            logger.info("listening on %s", url)
+        server.serve()
+        why = received[0] if received else "shutdown requested"
+        logger.info("%s: drained, stopping the session manager", why)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sidecar.close()
+    logger.info("stopped")
+    return 0
