@@ -246,6 +246,7 @@ class Simulator:
         grace_end = stop_creating + cfg.step_seconds * 8 + 1
         queue: list[tuple[float, int, _Job | None]] = [(start, 0, None)]  # None: create next
         order = 1
+        slots = 0  # creates scheduled so far; each due time is computed, not accumulated
         try:
             while queue and not self._stop.is_set():
                 due, _, job = queue[0]
@@ -262,7 +263,8 @@ class Simulator:
                         if new is not None:
                             heapq.heappush(queue, (due + cfg.step_seconds, order, new))
                             order += 1
-                        heapq.heappush(queue, (due + 1 / cfg.rate, order, None))
+                        slots += 1
+                        heapq.heappush(queue, (start + slots / cfg.rate, order, None))
                         order += 1
                 elif self._advance(client, job):
                     heapq.heappush(queue, (due + cfg.step_seconds, order, job))
