@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -16,6 +21,10 @@ from sidecar.config import ManagerConfig
 from sidecar.manager import SessionManager
 from sidecar.models import GenerationRequest, GenerationSession, GenerationStatus
 from sidecar.store import InMemorySessionStore, SessionStore
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from flask.testing import FlaskClient
 
 
 @pytest.fixture
@@ -137,3 +146,162 @@ def require_binary(name: str) -> str:
 @pytest.fixture
 def promtool() -> str:
     return require_binary("promtool")
+
+
+# ---------------------------------------------------------------------- the web layer
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No SIDECAR_* variable from the outer environment leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("SIDECAR_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+MakeApp = Callable[..., "Flask"]
+
+
+@pytest.fixture
+def make_app(clean_env: pytest.MonkeyPatch, manager: SessionManager) -> Iterator[MakeApp]:
+    """make_app(manager=None, **settings): apps on `manager` (or another), closed after."""
+    from sidecar.app import create_app, get_sidecar
+    from sidecar.settings import Settings
+
+    made: list[Flask] = []
+
+    def make(mgr: SessionManager | None = None, **settings: Any) -> Flask:
+        app = create_app(Settings(**settings), manager=mgr or manager)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        get_sidecar(app).close()
+
+
+@pytest.fixture
+def app(make_app: MakeApp) -> Flask:
+    """An app without tokens on the `manager` fixture (ManualClock, max_sessions=10)."""
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+# ---------------------------------------------------------------------- real processes
+
+T = TypeVar("T")
+
+
+def poll(probe: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.1) -> T:
+    """Call `probe` until it returns something other than None; fail naming `what` at the deadline.
+
+    For real processes, which answer in their own time: no fixed sleeps, a bounded wait.
+    """
+    deadline = time.monotonic() + timeout
+    idle = threading.Event()  # never set: a bounded pause between probes
+    while True:
+        found = probe()
+        if found is not None:
+            return found
+        if time.monotonic() >= deadline:
+            pytest.fail(f"gave up after {timeout:g} s waiting for {what}")
+        idle.wait(interval)
+
+
+@dataclass
+class ChildProcess:
+    """A process started by a test, its output (stdout and stderr) going to a file."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @classmethod
+    def start(
+        cls, args: list[str], *, log: Path, env: dict[str, str] | None = None
+    ) -> ChildProcess:
+        with log.open("wb") as out:  # the child keeps its own descriptor
+            process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env
+            )
+        return cls(process, log)
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def wait_for_line(self, pattern: re.Pattern[str], *, timeout: float) -> re.Match[str]:
+        """The first output line matching `pattern`; fails if the process exits first."""
+
+        def probe() -> re.Match[str] | None:
+            found = pattern.search(self.output())
+            if found is None and self.process.poll() is not None:
+                pytest.fail(
+                    f"{self.process.args!r} exited with {self.process.returncode}:\n"
+                    + self.output()
+                )
+            return found
+
+        return poll(probe, timeout=timeout, what=f"{pattern.pattern!r} in {self.log.name}")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM (both the sidecar and Prometheus stop cleanly on it), SIGKILL past `timeout`."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@dataclass
+class SidecarProcess(ChildProcess):
+    """`python -m sidecar serve` on a loopback port, answering at `url`."""
+
+    url: str
+
+
+_LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
+SpawnSidecar = Callable[..., SidecarProcess]
+
+
+@pytest.fixture(scope="module")
+def spawn_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpawnSidecar]:
+    """spawn_sidecar(**settings): a real `sidecar serve` on 127.0.0.1, ready; stopped after.
+
+    Settings are given as keyword arguments named like the fields of Settings and become
+    SIDECAR_* variables; the port is 0 (the server logs the one it got) and no SIDECAR_*
+    variable of the outer environment leaks in.
+    """
+    import requests
+
+    started: list[ChildProcess] = []
+
+    def spawn(**settings: object) -> SidecarProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+        env.update({"SIDECAR_HOST": "127.0.0.1", "SIDECAR_PORT": "0", "SIDECAR_LOG_LEVEL": "info"})
+        env.update({f"SIDECAR_{name.upper()}": str(value) for name, value in settings.items()})
+        log = tmp_path_factory.mktemp("sidecar") / "sidecar.log"
+        child = ChildProcess.start([sys.executable, "-m", "sidecar", "serve"], log=log, env=env)
+        started.append(child)
+        url = child.wait_for_line(_LISTENING, timeout=30).group(1)
+        server = SidecarProcess(child.process, log, url)
+
+        def ready() -> bool | None:
+            try:
+                with requests.get(f"{server.url}/readyz", timeout=2) as response:
+                    return True if response.status_code == 200 else None
+            except requests.ConnectionError:
+                return None
+
+        poll(ready, timeout=15, what=f"{server.url}/readyz")
+        return server
+
+    yield spawn
+    for server in started:
+        server.stop()
