@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,6 +32,7 @@ from sidecar.models import (
 )
 from sidecar.problems import Problem, from_pydantic, validation_problem
 from sidecar.schemas import (
+    MAX_SCENES,
     BulkStatusRequest,
     BulkStatusResult,
     CleanupRequest,
@@ -302,16 +304,17 @@ class Api:
         return _session_json(session)
 
     def put_scene(self, session_id: str, n: int) -> Response:
+        if not 1 <= n <= MAX_SCENES:
+            raise _path_n_problem(f"must be between 1 and {MAX_SCENES}", "out_of_range")
+        # The body is checked as sent (a scene_number in it must be valid too); then n wins.
         data = _json_body()
-        if not isinstance(data, dict):
-            raise validation_problem([{"loc": [], "msg": "must be an object", "type": "dict_type"}])
+        scene = _validated(_scene, {"scene_number": n, **data} if isinstance(data, dict) else data)
+        if scene.scene_number != n:
+            scene = dataclasses.replace(scene, scene_number=n)
         try:
-            scene = _scene.validate_python({**data, "scene_number": n})
             session, added = self._manager.add_scene_to_session(session_id, scene)
-        except ValidationError as exc:
-            raise _scene_problem(exc.errors(include_url=False, include_context=False)) from None
-        except SessionValidationError as exc:
-            raise _scene_problem(exc.errors) from None
+        except SessionValidationError as exc:  # n is past the session's num_scenes
+            raise _path_n_problem(exc.errors[0]["msg"], exc.errors[0]["type"]) from None
         return _session_json(session, 201 if added else 200)
 
     def put_scenes(self, session_id: str) -> Response:
@@ -442,16 +445,8 @@ def _page_query() -> tuple[GenerationStatus | None, Cursor | None, int]:
     return status, cursor, limit
 
 
-def _scene_problem(errors: Iterable[Mapping[str, Any]]) -> Problem:
-    # scene_number comes from the path (it wins over the body's), so its errors point there.
-    located = [
-        {
-            **e,
-            "loc": ["path", "n"] if list(e["loc"])[:1] == ["scene_number"] else ["body", *e["loc"]],
-        }
-        for e in errors
-    ]
-    return validation_problem(located, prefix=())
+def _path_n_problem(msg: str, kind: str) -> Problem:
+    return validation_problem([{"loc": ["n"], "msg": msg, "type": kind}], prefix=("path",))
 
 
 def register_routes(app: Flask, sidecar: Sidecar) -> None:
