@@ -157,9 +157,16 @@ _RULES = {
 }
 
 
+def _plain(value: Any) -> Any:
+    # 0.0 reads as 0: the bound or value as a person would write it.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _allowed(error: Mapping[str, Any]) -> str:
     kind = error["type"]
-    ctx = error.get("ctx") or {}
+    ctx = {key: _plain(value) for key, value in (error.get("ctx") or {}).items()}
     if kind in ("enum", "literal_error"):
         return "must be " + str(ctx.get("expected", "")).replace("'", "")
     rule = _RULES.get(kind)
@@ -182,7 +189,7 @@ def describe_errors(exc: ValidationError, from_flags: frozenset[str] = frozenset
             continue
         field = str(loc[0])
         name = flag_name(field) if field in from_flags else env_name(field)
-        value = error.get("input")
+        value = _plain(error.get("input"))
         shown = "" if field in SECRET_FIELDS or isinstance(value, dict) else f"={value}"
         parts.append(f"invalid {name}{shown}: {_allowed(error)}")
     return "; ".join(parts)
