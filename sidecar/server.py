@@ -42,7 +42,7 @@ def is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
@@ -127,11 +127,9 @@ class SidecarServer:
             busy = self._settle()
         if busy:
             logger.warning("drain ended with %d connection(s) still busy", busy)
-        dispatcher = self._server.task_dispatcher
-        # Threads still busy past the deadline are daemons: they do not hold the exit up.
-        dispatcher.shutdown(
-            cancel_pending=True, timeout=max(math.ceil(deadline - time.monotonic()), 1)
-        )
+        left = 0.0 if self._hurry.is_set() else deadline - time.monotonic()
+        # Threads still busy after this are daemons: they do not hold the exit up.
+        self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=max(math.ceil(left), 1))
         wasyncore.close_all(self._map)
 
     def _settle(self) -> int:
