@@ -1,0 +1,244 @@
+"""The `sidecar` command in-process: settings from flags and environment, refusals, logging."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from sidecar import __version__
+from sidecar.cli import main
+from sidecar.logs import configure_logging
+from sidecar.settings import Settings
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """`serve` configures the root logger; put pytest's handlers back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def served(clean_env: pytest.MonkeyPatch, restore_logging: None) -> list[Settings]:
+    """Replaces the server: records the settings `sidecar serve` would run with."""
+    calls: list[Settings] = []
+
+    def fake_serve(settings: Settings) -> int:
+        calls.append(settings)
+        return 0
+
+    clean_env.setattr("sidecar.server.serve", fake_serve)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "line"),
+    [
+        ("SIDECAR_MAX_SESSIONS", "0", "invalid SIDECAR_MAX_SESSIONS=0: must be >= 1"),
+        ("SIDECAR_MAX_SESSIONS", "abc", "invalid SIDECAR_MAX_SESSIONS=abc: must be an integer"),
+        (
+            "SIDECAR_CAPACITY_POLICY",
+            "fifo",
+            "invalid SIDECAR_CAPACITY_POLICY=fifo: must be evict_oldest or reject",
+        ),
+        ("SIDECAR_PORT", "70000", "invalid SIDECAR_PORT=70000: must be <= 65535"),
+    ],
+)
+def test_a_bad_variable_exits_2_with_one_line(
+    served: list[Settings],
+    clean_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    value: str,
+    line: str,
+) -> None:
+    clean_env.setenv(variable, value)
+
+    status = main(["serve"])
+
+    assert status == 2
+    assert capsys.readouterr().err == f"sidecar: {line}\n"
+    assert served == []
+
+
+def test_a_bad_flag_is_named_as_the_flag(
+    served: list[Settings], capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["serve", "--max-sessions", "0"])
+
+    assert status == 2
+    assert capsys.readouterr().err == "sidecar: invalid --max-sessions=0: must be >= 1\n"
+
+
+def test_a_bad_token_value_is_never_printed(
+    served: list[Settings], capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["serve", "--api-token", "two words"])
+
+    assert status == 2
+    assert capsys.readouterr().err == (
+        "sidecar: invalid --api-token: must be visible ASCII characters without spaces\n"
+    )
+
+
+def test_flags_win_over_the_environment_which_wins_over_defaults(
+    served: list[Settings], clean_env: pytest.MonkeyPatch
+) -> None:
+    clean_env.setenv("SIDECAR_MAX_SESSIONS", "5")
+    clean_env.setenv("SIDECAR_THREADS", "3")
+
+    assert main(["serve", "--max-sessions", "7", "--capacity-policy", "reject"]) == 0
+
+    settings = served[0]
+    assert settings.max_sessions == 7
+    assert settings.threads == 3
+    assert settings.capacity_policy == "reject"
+    assert settings.port == 8000
+
+
+def test_serve_without_flags_uses_the_defaults(served: list[Settings]) -> None:
+    assert main(["serve"]) == 0
+
+    assert served == [Settings()]
+    assert (served[0].host, served[0].port) == ("127.0.0.1", 8000)
+
+
+def test_every_variable_of_the_issue_has_a_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["serve", "--help"])
+    text = capsys.readouterr().out
+
+    assert done.value.code == 0
+    for name in (
+        "HOST", "PORT", "THREADS", "MAX_SESSIONS", "CLEANUP_INTERVAL_SECONDS",
+        "SESSION_MAX_AGE_SECONDS", "FAILED_MAX_AGE_SECONDS", "COMPLETED_MAX_AGE_SECONDS",
+        "STUCK_AFTER_SECONDS", "CAPACITY_POLICY", "MAX_BODY_BYTES", "LOG_LEVEL", "LOG_FORMAT",
+        "API_TOKEN", "ADMIN_TOKEN", "METRICS_TOKEN",
+    ):  # fmt: skip
+        flag = "--" + name.lower().replace("_", "-")
+        assert re.search(rf"{flag} VALUE\s", text), flag
+        assert f"SIDECAR_{name}" in text
+    assert "--allow-unauthenticated" in text
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "sidecar.example.com"])
+def test_a_public_address_without_a_token_is_refused(
+    served: list[Settings], capsys: pytest.CaptureFixture[str], host: str
+) -> None:
+    status = main(["serve", "--host", host])
+
+    assert status == 2
+    assert capsys.readouterr().err == (
+        f"sidecar: refusing to listen on {host} without SIDECAR_API_TOKEN; "
+        "set a token or pass --allow-unauthenticated\n"
+    )
+    assert served == []
+
+
+@pytest.mark.parametrize(
+    "extra", [["--allow-unauthenticated"], ["--api-token", "t0ken"]], ids=["flag", "token"]
+)
+def test_a_public_address_is_served_with_a_token_or_the_flag(
+    served: list[Settings], extra: list[str]
+) -> None:
+    assert main(["serve", "--host", "0.0.0.0", *extra]) == 0
+
+    assert served[0].host == "0.0.0.0"
+
+
+def test_the_unauthenticated_flag_also_comes_from_the_environment(
+    served: list[Settings], clean_env: pytest.MonkeyPatch
+) -> None:
+    clean_env.setenv("SIDECAR_ALLOW_UNAUTHENTICATED", "true")
+
+    assert main(["serve", "--host", "0.0.0.0"]) == 0
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.9.9.9", "::1", "localhost"])
+def test_loopback_addresses_need_no_token(served: list[Settings], host: str) -> None:
+    assert main(["serve", "--host", host]) == 0
+
+
+@pytest.mark.parametrize("argv", [[], ["serve", "--nope"], ["serve", "--port"], ["launch"]])
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+
+    assert done.value.code == 2
+    assert "usage: sidecar" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+
+    assert done.value.code == 0
+    assert capsys.readouterr().out == f"sidecar {__version__}\n"
+
+
+def test_selfcheck_prints_health(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["selfcheck"]) == 0
+
+    assert "'overall_health': 'healthy'" in capsys.readouterr().out
+
+
+def test_json_logs_are_one_object_per_line(restore_logging: None) -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    log = logging.getLogger("sidecar.test")
+
+    log.info("listening on %s", "http://127.0.0.1:8000", extra={"port": 8000})
+    log.debug("not shown at info")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("it failed")
+
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    first, second = (json.loads(line) for line in lines)
+    assert first["level"] == "info"
+    assert first["logger"] == "sidecar.test"
+    assert first["message"] == "listening on http://127.0.0.1:8000"
+    assert first["port"] == 8000
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["time"])
+    assert second["level"] == "error"
+    assert "ValueError: boom" in second["exception"]
+
+
+def test_text_logs_keep_a_traceback_on_one_line(restore_logging: None) -> None:
+    stream = io.StringIO()
+    configure_logging("warning", "text", stream=stream)
+    log = logging.getLogger("sidecar.test")
+
+    log.info("hidden")
+    try:
+        raise KeyError("k")
+    except KeyError:
+        log.warning("lookup failed", exc_info=True)
+
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    assert re.match(r"\S+Z WARNING sidecar.test: lookup failed \| Traceback", lines[0])
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_configured_tokens_are_redacted_from_any_line(restore_logging: None, fmt: str) -> None:
+    stream = io.StringIO()
+    token = 'quo"te\\token'
+    configure_logging("info", fmt, secrets=[token, ""], stream=stream)
+
+    logging.getLogger("third.party").info("header was Bearer %s", token, extra={"t": token})
+
+    output = stream.getvalue()
+    assert token not in output
+    assert "[redacted]" in output
+    assert json.dumps(token)[1:-1] not in output

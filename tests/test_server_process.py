@@ -1,0 +1,311 @@
+"""The real server: `sidecar serve` as a process, and the drain of waitress in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask
+
+from sidecar.app import create_app, get_sidecar
+from sidecar.manager import SessionManager
+from sidecar.server import SidecarServer
+from sidecar.settings import Settings
+
+pytestmark = pytest.mark.process
+
+STARTUP_SECONDS = 30.0  # imports on a busy 2-core machine
+EXIT_SECONDS = 10.0
+TOKEN = "pr0cess-t0ken"
+STORY = "A heron teaches a lighthouse to fish."
+_LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
+
+
+class Server:
+    """A `sidecar serve` child process and the lines it writes to stderr."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
+
+    def _pump(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for_line(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.lines.append(line)
+            if match := pattern.search(line):
+                return match
+        raise AssertionError(f"no line matching {pattern.pattern}; got {self.lines}")
+
+    def finish(self, timeout: float) -> int:
+        code = self.process.wait(timeout=timeout)
+        while (line := self._queue.get(timeout=timeout)) is not None:
+            self.lines.append(line)
+        return code
+
+    def close(self) -> None:
+        """Kill the process if it still runs, and release its pipe."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=EXIT_SECONDS)
+        self._pump_thread.join(EXIT_SECONDS)
+        assert self.process.stderr is not None
+        self.process.stderr.close()
+
+
+def environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    return {**env, **extra}
+
+
+def sidecar_command() -> list[str]:
+    """The installed `sidecar` console script next to this interpreter."""
+    script = Path(sys.executable).with_name("sidecar")
+    assert script.exists(), f"{script} missing: install the project (pip install -e .)"
+    return [str(script)]
+
+
+@pytest.fixture
+def start() -> Iterator[Any]:
+    started: list[Server] = []
+
+    def run(command: list[str], *args: str, **env: str) -> Server:
+        server = Server([*command, "serve", *args], environment(**env))
+        started.append(server)
+        return server
+
+    yield run
+    for server in started:
+        server.close()
+
+
+def wait_ready(base: str, timeout: float = STARTUP_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        threading.Event().wait(0.05)
+    raise AssertionError(f"{base}/readyz not 200 within {timeout}s")
+
+
+def drive_a_session_life(http: requests.Session, base: str) -> dict[str, Any]:
+    """Create a session and take it through processing, progress and scenes to completed."""
+    created = http.post(f"{base}/api/v1/sessions", json={"story_text": STORY, "num_scenes": 2})
+    assert created.status_code == 201
+    path = f"{base}{created.headers['Location']}"
+    steps = [
+        ("PUT", "/status", {"status": "processing"}, 200),
+        ("PUT", "/progress", {"current_step": 1, "total_steps": 2}, 200),
+        ("PUT", "/scenes/1", {"prompt": "A heron on the rocks."}, 201),
+        ("PUT", "/progress", {"current_step": 2, "total_steps": 2}, 200),
+        ("PUT", "/scenes/2", {"prompt": "The lamp sweeps the sea."}, 201),
+        ("PUT", "/status", {"status": "completed"}, 200),
+    ]
+    for method, tail, body, status in steps:
+        response = http.request(method, path + tail, json=body)
+        assert response.status_code == status, (tail, response.text)
+    final: dict[str, Any] = http.get(path).json()
+    return final
+
+
+def test_serve_drives_a_session_life_and_exits_0_on_sigterm(start: Any) -> None:
+    server = start(
+        sidecar_command(), "--port", "0", "--log-format", "json", "--log-level", "debug",
+        SIDECAR_API_TOKEN=TOKEN,
+    )  # fmt: skip
+    base = server.wait_for_line(_LISTENING, STARTUP_SECONDS).group(1)
+    wait_ready(base)
+    with requests.Session() as http:
+        http.headers["Authorization"] = f"Bearer {TOKEN}"
+        final = drive_a_session_life(http, base)
+    unauthenticated = requests.get(f"{base}/api/v1/sessions")
+    metrics = requests.get(f"{base}/metrics").text
+
+    assert final["status"] == "completed"
+    assert final["progress"]["percentage"] == 100.0
+    assert [s["scene_number"] for s in final["scenes"]] == [1, 2]
+    assert unauthenticated.status_code == 401
+    assert unauthenticated.headers["Content-Type"] == "application/problem+json"
+    assert 'sidecar_sessions{status="completed"} 1.0' in metrics
+
+    server.process.send_signal(signal.SIGTERM)
+
+    assert server.finish(EXIT_SECONDS) == 0
+    events = [json.loads(line) for line in server.lines]  # every line is one JSON object
+    messages = [event["message"] for event in events]
+    assert messages[-1] == "stopped"
+    assert "SIGTERM: drained, stopping the session manager" in messages
+    logged = "\n".join(server.lines)
+    assert TOKEN not in logged
+    assert STORY not in logged
+
+
+def test_python_m_sidecar_exits_0_on_sigint(start: Any) -> None:
+    server = start([sys.executable, "-m", "sidecar"], "--port", "0")
+    base = server.wait_for_line(_LISTENING, STARTUP_SECONDS).group(1)
+    wait_ready(base)
+
+    server.process.send_signal(signal.SIGINT)
+
+    assert server.finish(EXIT_SECONDS) == 0
+    assert server.lines[-1].endswith("INFO sidecar.server: stopped")
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{base}/livez", timeout=2)
+
+
+def test_serve_refuses_a_public_address_without_a_token(start: Any) -> None:
+    server = start([sys.executable, "-m", "sidecar"], "--host", "0.0.0.0", "--port", "0")
+
+    assert server.finish(EXIT_SECONDS) == 2
+    assert server.lines == [
+        "sidecar: refusing to listen on 0.0.0.0 without SIDECAR_API_TOKEN; "
+        "set a token or pass --allow-unauthenticated"
+    ]
+
+
+def test_serve_exits_2_on_a_bad_variable(start: Any) -> None:
+    server = start([sys.executable, "-m", "sidecar"], SIDECAR_MAX_SESSIONS="0")
+
+    assert server.finish(EXIT_SECONDS) == 2
+    assert server.lines == ["sidecar: invalid SIDECAR_MAX_SESSIONS=0: must be >= 1"]
+
+
+def test_serve_exits_1_when_the_port_is_taken(start: Any) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = start([sys.executable, "-m", "sidecar"], "--port", str(port))
+
+        assert server.finish(STARTUP_SECONDS) == 1
+    assert len(server.lines) == 1
+    assert f"cannot listen on http://127.0.0.1:{port}" in server.lines[0]
+
+
+# ---------------------------------------------------------------------- the drain, in-process
+
+
+class Held:
+    """A request the test holds in the app until it lets go."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.answers: list[requests.Response | Exception] = []
+
+    def view(self) -> dict[str, str]:
+        self.entered.set()
+        assert self.release.wait(EXIT_SECONDS)
+        return {"done": "yes"}
+
+    def fetch(self, url: str) -> None:
+        try:
+            self.answers.append(requests.get(url, timeout=EXIT_SECONDS))
+        except requests.RequestException as exc:
+            self.answers.append(exc)
+
+
+@pytest.fixture
+def held() -> Held:
+    return Held()
+
+
+@pytest.fixture
+def slow_app(clean_env: pytest.MonkeyPatch, manager: SessionManager, held: Held) -> Iterator[Flask]:
+    """An app whose /slow route holds its request until the test releases it."""
+    manager.start()
+    app = create_app(Settings(), manager=manager)
+    app.add_url_rule("/slow", view_func=held.view)
+    yield app
+    held.release.set()
+    get_sidecar(app).close()
+
+
+def serve_in_thread(server: SidecarServer) -> threading.Thread:
+    serving = threading.Thread(target=server.serve)
+    serving.start()
+    return serving
+
+
+def test_shutdown_lets_the_request_in_flight_finish(slow_app: Flask, held: Held) -> None:
+    server = SidecarServer(slow_app, port=0, threads=2, drain_seconds=EXIT_SECONDS)
+    serving = serve_in_thread(server)
+    in_flight = threading.Thread(target=held.fetch, args=(f"{server.urls[0]}/slow",))
+    in_flight.start()
+    assert held.entered.wait(EXIT_SECONDS)
+
+    server.request_shutdown()
+
+    assert slow_app.test_client().get("/readyz").status_code == 503
+    deadline = time.monotonic() + EXIT_SECONDS
+    refused = False
+    while not refused and time.monotonic() < deadline:
+        try:
+            socket.create_connection(server.addresses[0], timeout=1).close()
+        except ConnectionRefusedError:
+            refused = True
+        except ConnectionResetError:
+            continue  # queued in the backlog just as the listener closed
+    assert refused, "the listener still accepts connections while draining"
+    assert serving.is_alive(), "the drain waits for the request in flight"
+
+    held.release.set()
+    in_flight.join(EXIT_SECONDS)
+    serving.join(EXIT_SECONDS)
+
+    assert not serving.is_alive()
+    (answer,) = held.answers
+    assert isinstance(answer, requests.Response)
+    assert answer.status_code == 200
+    assert answer.json() == {"done": "yes"}
+
+
+def test_a_second_shutdown_request_cuts_the_drain_short(slow_app: Flask, held: Held) -> None:
+    server = SidecarServer(slow_app, port=0, threads=1, drain_seconds=60)
+    serving = serve_in_thread(server)
+    in_flight = threading.Thread(target=held.fetch, args=(f"{server.urls[0]}/slow",))
+    in_flight.start()
+    assert held.entered.wait(EXIT_SECONDS)
+    started = time.monotonic()
+
+    server.request_shutdown()
+    server.request_shutdown()
+    serving.join(EXIT_SECONDS)
+
+    assert not serving.is_alive()
+    assert time.monotonic() - started < EXIT_SECONDS
+    held.release.set()
+    in_flight.join(EXIT_SECONDS)
+    assert isinstance(held.answers[0], requests.ConnectionError)
