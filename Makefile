@@ -37,5 +37,9 @@ dashboards: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+## demo: the sidecar, Prometheus with the shipped rules (if installed) and simulated traffic
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
