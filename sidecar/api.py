@@ -12,12 +12,12 @@ import binascii
 import dataclasses
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, Response, request
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json, to_json
 
 from sidecar.auth import API_PREFIX
@@ -69,7 +69,6 @@ SESSIONS = API_PREFIX + "/sessions"
 SESSION = SESSIONS + "/<session_id>"
 
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +81,13 @@ class Operation:
     status: int  # its success status
     summary: str
     body: Any = None  # request body type (a pydantic model or dataclass)
-    response: Any = None  # success body type; None for no content
+    response: Any = None  # success body type; None: no content, str: text, dict: any object
     errors: tuple[int, ...] = ()
     tag: str = "sessions"
+    also: tuple[int, ...] = ()  # other success statuses, with the same body
+    headers: tuple[str, ...] = ()  # headers every success carries
+    path_wins: tuple[str, ...] = ()  # body fields the path overrides (optional in the body)
+    paged: bool = False  # takes ?status=, ?limit= and ?cursor=
 
 
 _BODY_ERRORS = (400, 413, 415, 422)
@@ -93,11 +96,11 @@ _SESSION_CHANGE = (404, *_BODY_ERRORS)
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "POST", SESSIONS, "create_session", 201, "Create a session from a generation request",
-        GenerationRequest, GenerationSession, (*_BODY_ERRORS, 429),
+        GenerationRequest, GenerationSession, (*_BODY_ERRORS, 429), headers=("Location",),
     ),
     Operation(
         "GET", SESSIONS, "list_sessions", 200, "List session summaries in creation order",
-        response=SessionPage, errors=(422,),
+        response=SessionPage, errors=(422,), paged=True,
     ),
     Operation(
         "POST", SESSIONS + "/bulk/status", "bulk_status", 200,
@@ -127,7 +130,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "PUT", SESSION + "/scenes/<int:n>", "put_scene", 201,
         "Add scene n (201) or replace it (200); the path's n wins over the body's",
-        ScenePrompt, GenerationSession, (*_SESSION_CHANGE, 409),
+        ScenePrompt, GenerationSession, (*_SESSION_CHANGE, 409), also=(200,),
+        path_wins=("scene_number",),
     ),
     Operation(
         "PUT", SESSION + "/scenes", "put_scenes", 200, "Replace all scenes",
@@ -224,19 +228,17 @@ def _json_body() -> Any:
         raise Problem("malformed-json", f"the body is not valid JSON: {exc}") from None
 
 
-def _validated(adapter: TypeAdapter[T], data: Any) -> T:
+def _validated(validate: Callable[[Any], T], data: Any) -> T:
+    """`data` checked by `validate` (a TypeAdapter's or model's); a 422 if it does not pass."""
     try:
-        return adapter.validate_python(data)
+        return validate(data)
     except ValidationError as exc:
         raise from_pydantic(exc) from None
 
 
-def _body(model: type[M]) -> M:
-    """The request body validated as `model`."""
-    try:
-        return model.model_validate(_json_body())
-    except ValidationError as exc:
-        raise from_pydantic(exc) from None
+def _body(validate: Callable[[Any], T]) -> T:
+    """The request's JSON body, checked by `validate`."""
+    return _validated(validate, _json_body())
 
 
 def _json(payload: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -259,7 +261,7 @@ class Api:
     # ---------------------------------------------------------------- sessions
 
     def create_session(self) -> Response:
-        generation = _validated(_generation_request, _json_body())
+        generation = _body(_generation_request.validate_python)
         session = self._manager.create_session(generation)
         location = f"{SESSIONS}/{session.session_id}"
         return _session_json(session, 201, {"Location": location})
@@ -288,18 +290,18 @@ class Api:
         return response
 
     def patch_session(self, session_id: str) -> Response:
-        updates = _body(SessionPatch).given()
+        updates = _body(SessionPatch.model_validate).given()
         return _session_json(self._manager.atomic_session_update(session_id, updates))
 
     def put_status(self, session_id: str) -> Response:
-        change = _body(StatusChange)
+        change = _body(StatusChange.model_validate)
         session = self._manager.update_session_status(
             session_id, change.status, change.error_message
         )
         return _session_json(session)
 
     def put_progress(self, session_id: str) -> Response:
-        progress = _validated(_progress, _json_body())
+        progress = _body(_progress.validate_python)
         session = self._manager.atomic_session_update(session_id, {"progress": progress})
         return _session_json(session)
 
@@ -308,7 +310,9 @@ class Api:
             raise _path_n_problem(f"must be between 1 and {MAX_SCENES}", "out_of_range")
         # The body is checked as sent (a scene_number in it must be valid too); then n wins.
         data = _json_body()
-        scene = _validated(_scene, {"scene_number": n, **data} if isinstance(data, dict) else data)
+        scene = _validated(
+            _scene.validate_python, {"scene_number": n, **data} if isinstance(data, dict) else data
+        )
         if scene.scene_number != n:
             scene = dataclasses.replace(scene, scene_number=n)
         try:
@@ -318,14 +322,14 @@ class Api:
         return _session_json(session, 201 if added else 200)
 
     def put_scenes(self, session_id: str) -> Response:
-        body = _body(ScenesReplace)
+        body = _body(ScenesReplace.model_validate)
         return _session_json(self._manager.set_session_scenes(session_id, body.scenes))
 
     def recover_session(self, session_id: str) -> Response:
         return _session_json(self._manager.recover_corrupted_session(session_id))
 
     def bulk_status(self) -> Response:
-        body = _body(BulkStatusRequest)
+        body = _body(BulkStatusRequest.model_validate)
         result = self._manager.bulk_update_status(body.session_ids, body.status, body.error_message)
         answer = BulkStatusResult(
             updated=len(result.updated), missing=result.missing, conflicts=result.conflicts
@@ -343,7 +347,7 @@ class Api:
     # ---------------------------------------------------------------- admin
 
     def cleanup(self) -> Response:
-        body = _body(CleanupRequest)
+        body = _body(CleanupRequest.model_validate)
         age = body.max_age_seconds
         manager = self._manager
         if body.scope == "all":
@@ -370,7 +374,7 @@ class Api:
         return _json(to_json(self._manager.config.as_dict()))
 
     def patch_config(self) -> Response:
-        changes = _body(ConfigPatch).given()
+        changes = _body(ConfigPatch.model_validate).given()
         return _json(to_json(self._manager.reconfigure(**changes).as_dict()))
 
     # ---------------------------------------------------------------- operations

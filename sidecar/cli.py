@@ -18,6 +18,8 @@ from sidecar import __version__
 __all__ = ["build_parser", "main"]
 
 Handler = Callable[[argparse.Namespace], int]
+# Subcommands import what they need when they run: `sidecar --version` and `selfcheck` stay
+# quick and do not load Flask or waitress.
 
 
 def _fail(message: str) -> int:

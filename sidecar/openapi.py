@@ -76,7 +76,7 @@ def _path_parameters(rule: str) -> list[dict[str, Any]]:
     return params
 
 
-def _list_parameters() -> list[dict[str, Any]]:
+def _page_parameters() -> list[dict[str, Any]]:
     return [
         {
             "name": "status",
@@ -127,14 +127,14 @@ def _success_response(op: Operation, schemas: dict[Any, Any]) -> dict[str, Any]:
     elif op.response is not None:
         schema = schemas[(op.endpoint, "serialization")]
         response["content"] = {"application/json": {"schema": schema}}
-    if op.status == 201 and op.endpoint == "create_session":
-        response["headers"] = {
-            "Location": {**_STRING_HEADER, "description": "The new session's URL."}
-        }
+    if op.headers:
+        response["headers"] = dict.fromkeys(op.headers, _STRING_HEADER)
     return response
 
 
-def _operation(op: Operation, schemas: dict[Any, Any]) -> dict[str, Any]:
+def _operation(
+    op: Operation, schemas: dict[Any, Any], components: dict[str, Any]
+) -> dict[str, Any]:
     scope = scope_of(op.rule)
     doc: dict[str, Any] = {
         "operationId": op.endpoint,
@@ -143,31 +143,34 @@ def _operation(op: Operation, schemas: dict[Any, Any]) -> dict[str, Any]:
         "security": _SECURITY[scope],
     }
     params = _path_parameters(op.rule)
-    if op.endpoint == "list_sessions":
-        params += _list_parameters()
+    if op.paged:
+        params += _page_parameters()
     if params:
         doc["parameters"] = params
     if op.body is not None:
         schema = schemas[(op.endpoint, "validation")]
-        if op.endpoint == "put_scene":
-            schema = {"$ref": _REF.format(model="SceneUpsert")}
+        if op.path_wins:
+            schema = _path_wins(schema, op, components)
         doc["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
-    responses = {str(op.status): _success_response(op, schemas)}
-    if op.endpoint == "put_scene":
-        responses["200"] = {**responses["201"], "description": "Scene n replaced"}
+    success = _success_response(op, schemas)
+    responses = {str(status): success for status in (op.status, *op.also)}
     for status in sorted({*_SCOPE_ERRORS[scope], *op.errors}):
         responses[str(status)] = _error_response(status, scope)
     doc["responses"] = responses
     return doc
 
 
-def _scene_upsert(definitions: dict[str, Any], scene_ref: str) -> dict[str, Any]:
-    # ScenePrompt with scene_number optional: the path's n is used whatever the body says.
-    scene: dict[str, Any] = copy.deepcopy(definitions[scene_ref.rsplit("/", 1)[1]])
-    scene["required"] = [name for name in scene.get("required", []) if name != "scene_number"]
-    scene["title"] = "SceneUpsert"
-    scene["description"] = "A scene; scene_number may be left out (the path's n wins)."
-    return scene
+def _path_wins(ref: dict[str, Any], op: Operation, components: dict[str, Any]) -> dict[str, Any]:
+    # The body's model, with the fields the path overrides made optional, as its own component.
+    model = ref["$ref"].rsplit("/", 1)[1]
+    name = f"{model.removesuffix('-Input')}Upsert"
+    schema: dict[str, Any] = copy.deepcopy(components[model])
+    schema["required"] = [f for f in schema.get("required", []) if f not in op.path_wins]
+    schema["title"] = name
+    wins = ", ".join(op.path_wins)
+    schema["description"] = f"{schema.get('description', '')} The path's value of {wins} wins."
+    components[name] = schema
+    return {"$ref": _REF.format(model=name)}
 
 
 def build_openapi() -> dict[str, Any]:
@@ -185,12 +188,10 @@ def build_openapi() -> dict[str, Any]:
     by_key, definitions = generator.generate_definitions(inputs)
     schemas = {key: value for (key, _mode), value in by_key.items()}
     components: dict[str, Any] = {str(name): schema for name, schema in definitions.items()}
-    scene_body = schemas[("put_scene", "validation")]
-    components["SceneUpsert"] = _scene_upsert(components, scene_body["$ref"])
-
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
-        paths.setdefault(_path(op.rule), {})[op.method.lower()] = _operation(op, schemas)
+        operation = _operation(op, schemas, components)
+        paths.setdefault(_path(op.rule), {})[op.method.lower()] = operation
     bearer = {"type": "http", "scheme": "bearer"}
     return {
         "openapi": "3.1.0",

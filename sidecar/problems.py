@@ -30,7 +30,9 @@ __all__ = [
     "PROBLEM_TYPES",
     "RETRY_AFTER_SECONDS",
     "Problem",
+    "from_pydantic",
     "register_error_handlers",
+    "shutting_down",
     "validation_problem",
 ]
 

@@ -120,7 +120,7 @@ def test_request_bodies_refuse_unknown_fields() -> None:
     schemas = build_openapi()["components"]["schemas"]
 
     for name in (
-        "GenerationRequest-Input", "StatusChange", "ProgressUpdate-Input", "SceneUpsert",
+        "GenerationRequest-Input", "StatusChange", "ProgressUpdate-Input", "ScenePromptUpsert",
         "ScenesReplace", "SessionPatch", "BulkStatusRequest", "CleanupRequest", "ConfigPatch",
     ):  # fmt: skip
         assert schemas[name]["additionalProperties"] is False, name
@@ -128,7 +128,7 @@ def test_request_bodies_refuse_unknown_fields() -> None:
 
 def test_scene_upsert_leaves_scene_number_to_the_path() -> None:
     doc = build_openapi()
-    upsert = doc["components"]["schemas"]["SceneUpsert"]
+    upsert = doc["components"]["schemas"]["ScenePromptUpsert"]
     scene = doc["components"]["schemas"]["ScenePrompt-Input"]
     n = doc["paths"]["/api/v1/sessions/{session_id}/scenes/{n}"]["put"]["parameters"][1]
 
