@@ -68,7 +68,7 @@ def _path(rule: str) -> str:
 def _path_parameters(rule: str) -> list[dict[str, Any]]:
     params = []
     for converter, name in _PARAM.findall(rule):
-        if converter == "int":
+        if converter == "int":  # the only number in a path is a scene's
             schema: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_SCENES}
         else:
             schema = {"type": "string", "minLength": 1}
@@ -183,6 +183,7 @@ def build_openapi() -> dict[str, Any]:
             inputs.append(((op.endpoint, "serialization"), "serialization", _core(op.response)))
     # Validation mode: a problem's extension members are optional.
     inputs.append((("problem", "validation"), "validation", _core(ProblemDetails)))
+    # ?status= refers to it, whichever models happen to use it.
     inputs.append((("status", "validation"), "validation", _core(GenerationStatus)))
     generator = _Generator(ref_template=_REF)
     by_key, definitions = generator.generate_definitions(inputs)

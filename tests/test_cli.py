@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -24,6 +25,7 @@ def restore_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    logging.captureWarnings(False)
 
 
 @pytest.fixture
@@ -228,6 +230,19 @@ def test_text_logs_keep_a_traceback_on_one_line(restore_logging: None) -> None:
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1
     assert re.match(r"\S+Z WARNING sidecar.test: lookup failed \| Traceback", lines[0])
+
+
+def test_python_warnings_become_log_lines(restore_logging: None) -> None:
+    stream = io.StringIO()
+    configure_logging("warning", "json", stream=stream)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("old option", DeprecationWarning, stacklevel=1)
+
+    (line,) = stream.getvalue().splitlines()
+    assert json.loads(line)["logger"] == "py.warnings"
+    assert "DeprecationWarning: old option" in json.loads(line)["message"]
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
