@@ -1,0 +1,500 @@
+"""A hypothesis state machine drives the manager with random operations and checks it,
+after every step, against a plain model recounted by brute force in integer microseconds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    rule,
+)
+
+from sidecar.clock import ManualClock, to_micros
+from sidecar.config import CapacityPolicy, ManagerConfig
+from sidecar.errors import (
+    InvalidTransitionError,
+    SessionCapacityError,
+    SessionManagerError,
+    SessionNotFoundError,
+    SessionValidationError,
+)
+from sidecar.manager import AGE_BUCKETS, KNOWN_TRANSITIONS, RemovalReason, SessionEvent
+from sidecar.manager import SessionManager as Manager
+from sidecar.models import GenerationRequest, GenerationStatus, ScenePrompt
+from sidecar.store import InMemorySessionStore
+
+P, R, C, F = (
+    GenerationStatus.PENDING,
+    GenerationStatus.PROCESSING,
+    GenerationStatus.COMPLETED,
+    GenerationStatus.FAILED,
+)
+FINISHED = {C, F}
+# Written out here, not imported: the model must not share the code it checks.
+ALLOWED = {(P, R), (P, F), (R, C), (R, F)}
+US = 1_000_000
+HOUR_US = 3600 * US
+MAX_AGE_US, FAILED_AGE_US, COMPLETED_AGE_US, STUCK_US = (
+    24 * HOUR_US,
+    HOUR_US,
+    6 * HOUR_US,
+    1800 * US,
+)
+BUCKET_BOUNDS_US = [
+    (name, int(low) * US, int(high) * US if high != float("inf") else float("inf"))
+    for name, low, high in AGE_BUCKETS
+]
+RECOVERED = "Session recovered from corrupted state"
+MISSING = "00000000-0000-4000-8000-00000000dead"
+
+ADVANCES_US = st.one_of(
+    st.sampled_from(
+        [
+            1,
+            US,
+            59 * US,
+            STUCK_US,
+            STUCK_US + 1,
+            HOUR_US,
+            6 * HOUR_US,
+            24 * HOUR_US,
+            24 * HOUR_US + 1,
+        ]
+    ),
+    st.integers(1, 30 * HOUR_US),
+)
+
+
+@dataclass
+class Expected:
+    status: GenerationStatus
+    created: int
+    updated: int
+    num_scenes: int
+    scenes: frozenset[int] = frozenset()
+    progress: tuple[int, int] | None = None
+    error: str | None = None
+
+
+@dataclass
+class Counts:
+    created: int = 0
+    rejected: int = 0
+    removed: dict[RemovalReason, int] = field(
+        default_factory=lambda: dict.fromkeys(RemovalReason, 0)
+    )
+    transitions: dict[tuple[GenerationStatus, GenerationStatus], int] = field(
+        default_factory=lambda: dict.fromkeys(KNOWN_TRANSITIONS, 0)
+    )
+
+
+class ManagerMachine(RuleBasedStateMachine):
+    sessions = Bundle("sessions")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = ManualClock()
+        self.store = InMemorySessionStore()
+        self.max_sessions = 5
+        self.policy = CapacityPolicy.EVICT_OLDEST
+        self.manager = Manager(
+            ManagerConfig(max_sessions=self.max_sessions), clock=self.clock, store=self.store
+        )
+        self.model: dict[str, Expected] = {}
+        self.counts = Counts()
+        self.over_capacity_allowed = False  # only right after a reconfigure-down
+        self.events: list[SessionEvent] = []
+        for kind in ("created", "status_changed", "removed"):
+            self.manager.register_session_callback(kind, self.events.append)
+
+    def teardown(self) -> None:
+        self.manager.shutdown()
+
+    # ------------------------------------------------------------------ model helpers
+
+    def now(self) -> int:
+        return to_micros(self.clock.now())
+
+    def expired(self, max_age_us: int = MAX_AGE_US) -> list[str]:
+        now = self.now()
+        return [
+            sid
+            for sid, e in self.model.items()
+            if now - e.created > max_age_us
+            or (e.status is F and now - e.created > FAILED_AGE_US)
+            or (e.status is C and now - e.created > COMPLETED_AGE_US)
+        ]
+
+    def drop(self, ids: list[str], reason: RemovalReason) -> None:
+        for sid in ids:
+            del self.model[sid]
+            self.counts.removed[reason] += 1
+
+    def victim(self) -> str:
+        def oldest(statuses: set[GenerationStatus]) -> str | None:
+            keys = [(e.created, sid) for sid, e in self.model.items() if e.status in statuses]
+            return min(keys)[1] if keys else None
+
+        found = oldest(FINISHED) or oldest({P}) or oldest({R})
+        assert found is not None
+        return found
+
+    def expect_unchanged(self, sid: str, error: tuple[type[Exception], ...], call: Any) -> None:
+        before = self.store.get(sid)
+        with pytest.raises(error):
+            call()
+        assert self.store.get(sid) == before
+
+    def touch(self, sid: str) -> Expected:
+        e = self.model[sid]
+        e.updated = self.now()
+        return e
+
+    # ------------------------------------------------------------------ rules
+
+    @initialize(target=sessions, sizes=st.lists(st.integers(1, 4), max_size=5))
+    def start(self, sizes: list[int]) -> Any:
+        assert self.manager.get_session_count() == 0
+        return multiple(*self.create_all(sizes))
+
+    def create_one(self, num_scenes: int) -> str | None:
+        """Create a session as the model says the manager must; the new id, or None if refused."""
+        request = GenerationRequest(story_text="A story.", num_scenes=num_scenes)
+        if len(self.model) >= self.max_sessions:
+            self.drop(self.expired(), RemovalReason.EXPIRED)
+        if len(self.model) >= self.max_sessions and self.policy is CapacityPolicy.REJECT:
+            with pytest.raises(SessionCapacityError):
+                self.manager.create_session(request)
+            self.counts.rejected += 1
+            return None
+        while len(self.model) >= self.max_sessions:
+            self.drop([self.victim()], RemovalReason.EVICTED)
+        session = self.manager.create_session(request)
+        now = self.now()
+        self.model[session.session_id] = Expected(P, now, now, num_scenes)
+        self.counts.created += 1
+        self.over_capacity_allowed = False
+        assert len(self.model) <= self.max_sessions
+        return session.session_id
+
+    def create_all(self, sizes: list[int]) -> list[str]:
+        return [sid for n in sizes if (sid := self.create_one(n)) is not None]
+
+    @rule(target=sessions, num_scenes=st.integers(1, 4))
+    def create(self, num_scenes: int) -> Any:
+        return multiple(*self.create_all([num_scenes]))
+
+    @rule(target=sessions, sizes=st.lists(st.integers(1, 4), min_size=2, max_size=5))
+    def create_several(self, sizes: list[int]) -> Any:
+        return multiple(*self.create_all(sizes))
+
+    @rule(sid=sessions, goal=st.sampled_from([R, C, F]))
+    def drive(self, sid: str, goal: GenerationStatus) -> None:
+        """Walk a session along valid edges towards `goal` (finished sessions are common)."""
+        path = {R: [R], C: [R, C], F: [F]}[goal]
+        e = self.model.get(sid)
+        if e is not None and e.status is R and goal is F:
+            path = [F]
+        for step in path:
+            self.update_status(sid, step, None)
+
+    @rule(
+        sid=sessions,
+        new_status=st.sampled_from(list(GenerationStatus)),
+        message=st.sampled_from([None, "it broke"]),
+    )
+    def update_status(self, sid: str, new_status: GenerationStatus, message: str | None) -> None:
+        e = self.model.get(sid)
+        call = lambda: self.manager.update_session_status(sid, new_status.value, message)  # noqa: E731
+        if e is None:
+            with pytest.raises(SessionNotFoundError):
+                call()
+        elif new_status is e.status:
+            assert call() == self.store.get(sid)
+        elif (e.status, new_status) in ALLOWED:
+            assert call().status is new_status
+            self.counts.transitions[(e.status, new_status)] += 1
+            self.touch(sid).status = new_status
+            if message is not None:
+                e.error = message
+        else:
+            self.expect_unchanged(sid, (InvalidTransitionError,), call)
+
+    @rule(sid=sessions, current=st.integers(0, 6), total=st.integers(1, 5))
+    def update_progress(self, sid: str, current: int, total: int) -> None:
+        e = self.model.get(sid)
+        call = lambda: self.manager.update_session_progress(sid, current, total)  # noqa: E731
+        if e is None:
+            with pytest.raises(SessionNotFoundError):
+                call()
+        elif e.status in FINISHED:
+            self.expect_unchanged(sid, (InvalidTransitionError,), call)
+        elif current > total:
+            self.expect_unchanged(sid, (SessionValidationError,), call)
+        else:
+            call()
+            self.touch(sid).progress = (current, total)
+
+    @rule(sid=sessions, number=st.integers(1, 5))
+    def add_scene(self, sid: str, number: int) -> None:
+        e = self.model.get(sid)
+        scene = ScenePrompt(scene_number=number, prompt=f"scene {number}")
+        call = lambda: self.manager.add_scene_to_session(sid, scene)  # noqa: E731
+        if e is None:
+            with pytest.raises(SessionNotFoundError):
+                call()
+        elif e.status in FINISHED:
+            self.expect_unchanged(sid, (InvalidTransitionError,), call)
+        elif number > e.num_scenes:
+            self.expect_unchanged(sid, (SessionValidationError,), call)
+        else:
+            _, added = call()
+            assert added is (number not in e.scenes)
+            self.touch(sid).scenes = e.scenes | {number}
+
+    @rule(sid=sessions, numbers=st.lists(st.integers(1, 5), max_size=4))
+    def set_scenes(self, sid: str, numbers: list[int]) -> None:
+        e = self.model.get(sid)
+        scenes = [ScenePrompt(scene_number=n, prompt="p") for n in numbers]
+        call = lambda: self.manager.set_session_scenes(sid, scenes)  # noqa: E731
+        if e is None:
+            with pytest.raises(SessionNotFoundError):
+                call()
+        elif e.status in FINISHED:
+            self.expect_unchanged(sid, (InvalidTransitionError,), call)
+        elif len(set(numbers)) != len(numbers) or any(n > e.num_scenes for n in numbers):
+            self.expect_unchanged(sid, (SessionValidationError,), call)
+        else:
+            call()
+            self.touch(sid).scenes = frozenset(numbers)
+
+    @rule(
+        sid=sessions,
+        status=st.sampled_from([None, *GenerationStatus]),
+        progress=st.sampled_from([None, (1, 2), (3, 2)]),
+        error=st.sampled_from([None, "note", "2001 chars"]),
+        forbidden=st.sampled_from([None, "session_id", "created_at", "__class__"]),
+    )
+    def atomic_update(
+        self,
+        sid: str,
+        status: GenerationStatus | None,
+        progress: tuple[int, int] | None,
+        error: str | None,
+        forbidden: str | None,
+    ) -> None:
+        updates: dict[str, Any] = {}
+        if status is not None:
+            updates["status"] = status.value
+        if progress is not None:
+            updates["progress"] = {"current_step": progress[0], "total_steps": progress[1]}
+        if error == "2001 chars":
+            error = "e" * 2001
+        if error is not None:
+            updates["error_message"] = error
+        if forbidden is not None:
+            updates[forbidden] = "x"
+        call = lambda: self.manager.atomic_session_update(sid, updates)  # noqa: E731
+        e = self.model.get(sid)
+        if e is None:
+            with pytest.raises(SessionNotFoundError):
+                call()
+            return
+        # every reason this update must be refused; it must then change nothing
+        refusals: list[type[Exception]] = []
+        if forbidden is not None:
+            refusals.append(SessionValidationError)
+        if status is not None and status is not e.status and (e.status, status) not in ALLOWED:
+            refusals.append(InvalidTransitionError)
+        if error is not None and len(error) > 2000:
+            refusals.append(SessionValidationError)
+        if progress is not None and e.status in FINISHED:
+            refusals.append(InvalidTransitionError)
+        if progress is not None and progress[0] > progress[1]:
+            refusals.append(SessionValidationError)
+        if refusals:
+            self.expect_unchanged(sid, tuple(refusals), call)
+            return
+        before = self.store.get(sid)
+        result = call()
+        changed = (status is not None and status is not e.status) or bool(
+            {"progress", "error_message"} & set(updates)
+        )
+        if not changed:
+            assert result == before
+            return
+        if status is not None and status is not e.status:
+            self.counts.transitions[(e.status, status)] += 1
+            e.status = status
+        if progress is not None:
+            e.progress = progress
+        if error is not None:
+            e.error = error
+        self.touch(sid)
+
+    @rule(sid=sessions)
+    def get(self, sid: str) -> None:
+        session = self.manager.get_session(sid)
+        e = self.model.get(sid)
+        if e is None:
+            assert session is None
+        else:
+            assert session is not None
+            assert session.last_accessed == self.clock.now()
+            assert to_micros(session.updated_at) == e.updated
+
+    @rule(sid=st.one_of(sessions, st.just(MISSING)))
+    def remove(self, sid: str) -> None:
+        assert self.manager.remove_session(sid) is (sid in self.model)
+        if sid in self.model:
+            self.drop([sid], RemovalReason.DELETED)
+
+    @rule(sid=sessions)
+    def recover(self, sid: str) -> None:
+        e = self.model.get(sid)
+        if e is None:
+            with pytest.raises(SessionNotFoundError):
+                self.manager.recover_corrupted_session(sid)
+            return
+        assert self.manager.recover_corrupted_session(sid).status is F
+        if e.status is not F:
+            self.counts.transitions[(e.status, F)] += 1
+        self.touch(sid).status = F
+        e.error = RECOVERED
+
+    @rule()
+    def cleanup_expired(self) -> None:
+        gone = self.expired()
+        assert self.manager.cleanup_expired_sessions() == len(gone)
+        self.drop(gone, RemovalReason.EXPIRED)
+
+    @rule()
+    def cleanup_failed(self) -> None:
+        gone = [sid for sid, e in self.model.items() if e.status is F]
+        assert self.manager.cleanup_failed_sessions() == len(gone)
+        self.drop(gone, RemovalReason.PURGED)
+
+    @rule()
+    def cleanup_completed(self) -> None:
+        now = self.now()
+        gone = [
+            sid
+            for sid, e in self.model.items()
+            if e.status is C and now - e.created > COMPLETED_AGE_US
+        ]
+        assert self.manager.cleanup_completed_sessions() == len(gone)
+        self.drop(gone, RemovalReason.PURGED)
+
+    @rule()
+    def force_cleanup_all(self) -> None:
+        gone = list(self.model)
+        assert self.manager.force_cleanup_all() == len(gone)
+        self.drop(gone, RemovalReason.PURGED)
+
+    @rule(micros=ADVANCES_US)
+    def advance(self, micros: int) -> None:
+        self.clock.advance(microseconds=micros)
+
+    @rule(max_sessions=st.integers(1, 10))
+    def reconfigure_capacity(self, max_sessions: int) -> None:
+        lowered = max_sessions < self.max_sessions
+        self.manager.reconfigure(max_sessions=max_sessions)
+        self.max_sessions = max_sessions
+        if lowered:
+            self.drop(self.expired(), RemovalReason.EXPIRED)
+            self.over_capacity_allowed = len(self.model) > max_sessions
+
+    @rule(policy=st.sampled_from(list(CapacityPolicy)))
+    def reconfigure_policy(self, policy: CapacityPolicy) -> None:
+        assert self.manager.reconfigure(capacity_policy=policy.value).capacity_policy is policy
+        self.policy = policy
+
+    @rule(bad=st.sampled_from([{"max_sessions": 0}, {"capacity_policy": "x"}, {"nope": 1}]))
+    def reconfigure_badly(self, bad: dict[str, Any]) -> None:
+        before = self.manager.config
+        with pytest.raises(SessionManagerError):
+            self.manager.reconfigure(**bad)
+        assert self.manager.config is before
+
+    # ------------------------------------------------------------------ invariants
+
+    @invariant()
+    def store_matches_the_model(self) -> None:
+        stored = {s.session_id: s for s in self.store.values()}
+        assert stored.keys() == self.model.keys()
+        for sid, e in self.model.items():
+            s = stored[sid]
+            assert s.status is e.status
+            assert to_micros(s.created_at) == e.created
+            assert to_micros(s.updated_at) == e.updated
+            assert [x.scene_number for x in s.scenes] == sorted(e.scenes)
+            got = None if s.progress is None else (s.progress.current_step, s.progress.total_steps)
+            assert got == e.progress
+            assert s.error_message == e.error
+        for status in GenerationStatus:
+            expected = sorted(
+                (e.created, sid) for sid, e in self.model.items() if e.status is status
+            )
+            found = self.manager.get_sessions_by_status(status)
+            assert [s.session_id for s in found] == [sid for _, sid in expected]
+
+    @invariant()
+    def figures_equal_a_brute_force_recount(self) -> None:
+        snap = self.manager.snapshot()
+        now = self.now()
+        assert to_micros(snap.taken_at) == now
+        entries = list(self.model.values())
+        count = len(entries)
+        assert snap.total == self.manager.get_session_count() == count
+        assert snap.capacity == self.max_sessions
+        if not self.over_capacity_allowed:
+            assert count <= self.max_sessions
+        assert snap.by_status == {s: sum(e.status is s for e in entries) for s in GenerationStatus}
+        assert snap.by_age == {
+            name: sum(low <= now - e.created < high for e in entries)
+            for name, low, high in BUCKET_BOUNDS_US
+        }
+        assert snap.stuck == sum(e.status is R and now - e.updated > STUCK_US for e in entries)
+        oldest = {
+            s: min(e.created for e in entries if e.status is s)
+            for s in GenerationStatus
+            if any(e.status is s for e in entries)
+        }
+        assert {s: to_micros(t) for s, t in snap.oldest_created.items()} == oldest
+        if count * 10 >= 9 * self.max_sessions:
+            assert snap.health == "critical"
+        elif count * 10 >= 7 * self.max_sessions:
+            assert snap.health == "warning"
+        else:
+            assert snap.health == "healthy"
+
+    @invariant()
+    def counters_and_events_add_up(self) -> None:
+        snap = self.manager.snapshot()
+        assert snap.created_total == self.counts.created
+        assert snap.rejected_total == {"capacity": self.counts.rejected}
+        assert dict(snap.removed_total) == self.counts.removed
+        assert dict(snap.transitions_total) == self.counts.transitions
+        assert snap.created_total - sum(snap.removed_total.values()) == snap.total
+        kinds = [e.type.value for e in self.events]
+        assert kinds.count("created") == self.counts.created
+        assert kinds.count("removed") == sum(self.counts.removed.values())
+        assert kinds.count("status_changed") == sum(self.counts.transitions.values())
+
+
+ManagerMachine.TestCase.settings = settings(
+    max_examples=200,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+test_manager_matches_the_model = ManagerMachine.TestCase
