@@ -114,27 +114,34 @@ def create_app(
 
     debug = logger.isEnabledFor
 
+    # The two hooks run on every request: each reads the request proxy as few times as it can.
     @app.before_request
     def _admit() -> None:
-        request.environ[_STARTED] = perf_counter()
+        environ = request.environ
+        environ[_STARTED] = perf_counter()
         scope = scope_of(request.path)
         if scope is Scope.OPEN:
             return
-        guard.check(scope, request.headers.get("Authorization"))
+        guard.check(scope, environ.get("HTTP_AUTHORIZATION"))
         if scope is not Scope.METRICS and not sidecar.accepting:
             raise shutting_down()
 
     @app.after_request
     def _observe(response: Response) -> Response:
-        started = request.environ.get(_STARTED)
-        if started is not None:
-            seconds = perf_counter() - started
-            method = request.method if request.method in _METHODS else "other"
-            rule = request.url_rule
-            route = rule.rule if rule is not None else UNMATCHED_ROUTE
-            metrics.observe_request(method, route, response.status_code, seconds)
-            if debug(logging.DEBUG):
-                logger.debug("%s %s %d %.2fms", method, route, response.status_code, seconds * 1000)
+        environ = request.environ
+        started = environ.get(_STARTED)
+        if started is None:
+            return response
+        seconds = perf_counter() - started
+        method = environ.get("REQUEST_METHOD", "")
+        if method not in _METHODS:
+            method = "other"
+        rule = request.url_rule
+        route = rule.rule if rule is not None else UNMATCHED_ROUTE
+        status = response.status_code
+        metrics.observe_request(method, route, status, seconds)
+        if debug(logging.DEBUG):
+            logger.debug("%s %s %d %.2fms", method, route, status, seconds * 1000)
         return response
 
     if owns_manager:
