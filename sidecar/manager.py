@@ -426,6 +426,10 @@ class SessionManager:
         limit: int = 100,
     ) -> tuple[list[GenerationSession], Cursor | None]:
         """A page in creation order and the cursor of the next page (None at the end)."""
+        if limit < 1:
+            raise SessionValidationError(
+                [{"loc": ["limit"], "msg": "must be at least 1", "type": "greater_than_equal"}]
+            )
         with self._locked():
             page = self._store.page(status, after, limit + 1)
         more = len(page) > limit

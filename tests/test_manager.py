@@ -248,6 +248,16 @@ def test_list_sessions_pages_in_creation_order(
     assert end is None
 
 
+@pytest.mark.parametrize("limit", [0, -1])
+def test_list_sessions_rejects_a_limit_below_1(
+    manager: SessionManager, request_data: GenerationRequest, limit: int
+) -> None:
+    manager.create_session(request_data)
+    with pytest.raises(SessionValidationError) as info:
+        manager.list_sessions(limit=limit)
+    assert info.value.errors[0]["loc"] == ["limit"]
+
+
 # ----------------------------------------------------------------------- get_sessions_by_status
 
 
