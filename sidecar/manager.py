@@ -800,8 +800,8 @@ class SessionManager:
 
     def snapshot(self) -> ManagerSnapshot:
         """All aggregate figures at one instant; O(log n) under the lock."""
-        cfg = self._config
         with self._locked():
+            cfg = self._config  # read under the lock: capacity and thresholds match the counts
             now = self._clock.now()
             now_us = to_micros(now)
             store = self._store
