@@ -49,7 +49,7 @@ from sidecar.models import (
 )
 
 if TYPE_CHECKING:
-    from conftest import MakeManager, MakeSession
+    from conftest import MakeManager, MakeSession, WaitUntil
 
 P, R, C, F = (
     GenerationStatus.PENDING,
@@ -1168,7 +1168,10 @@ def test_context_manager_starts_the_worker_and_shuts_down(
 
 
 def test_reconfiguring_the_interval_wakes_the_worker(
-    make_manager: MakeManager, clock: ManualClock, make_session: MakeSession, wait_until: Any
+    make_manager: MakeManager,
+    clock: ManualClock,
+    make_session: MakeSession,
+    wait_until: WaitUntil,
 ) -> None:
     mgr = make_manager(cleanup_interval_seconds=3600).start()
     make_session(mgr)
