@@ -68,6 +68,8 @@ class SimulationConfig:
             raise ValueError("--failure-ratio plus --stuck-ratio must not exceed 1")
         if not 0 < self.duration <= 7 * 86400:
             raise ValueError(f"--duration must be above 0 and at most a week, not {self.duration}")
+        if not 0 < self.timeout <= 300:
+            raise ValueError(f"--timeout must be above 0 and at most 300, not {self.timeout}")
         if not 0 < self.step_seconds <= 3600:
             raise ValueError(
                 f"--step-seconds must be above 0 and at most 3600, not {self.step_seconds}"
@@ -112,7 +114,9 @@ class _Client:
         conn_class = (
             http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         )
-        self._conn = conn_class(parts.hostname or "127.0.0.1", parts.port, timeout=config.timeout)
+        # An explicit port: http.client would read the last group of a bare IPv6 host as one.
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._conn = conn_class(parts.hostname or "127.0.0.1", port, timeout=config.timeout)
         self._base = parts.path.rstrip("/")
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if config.token:
@@ -120,7 +124,10 @@ class _Client:
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         payload = None if body is None else json.dumps(body).encode()
-        for attempt in (1, 2):  # one retry when a kept-alive connection was closed
+        # A kept-alive connection the server closed is retried once, but only for idempotent
+        # requests: a POST that may have arrived must not create a second session.
+        attempts = 1 if method == "POST" else 2
+        for attempt in range(1, attempts + 1):
             try:
                 self._conn.request(method, self._base + path, body=payload, headers=self._headers)
                 response = self._conn.getresponse()
@@ -128,7 +135,7 @@ class _Client:
                 break
             except (ConnectionError, http.client.HTTPException, OSError) as exc:
                 self._conn.close()
-                if attempt == 2:
+                if attempt == attempts:
                     raise SimulatorError(f"cannot reach the sidecar: {exc}") from exc
         try:
             data = json.loads(raw) if raw else None
@@ -148,13 +155,11 @@ class Simulator:
         config: SimulationConfig,
         *,
         monotonic: Callable[[], float] = time.monotonic,
-        log: Callable[[str], None] = print,
     ) -> None:
         config.validate()
         self._config = config
         self._random = random.Random(config.seed)
         self._monotonic = monotonic
-        self._log = log
         self._stop = threading.Event()
         self.report = SimulationReport()
 

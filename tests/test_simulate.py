@@ -15,7 +15,13 @@ import requests
 from conftest import SidecarProcess, SpawnSidecar, poll
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar.simulate import SimulationConfig, SimulationReport, Simulator, SimulatorError
+from sidecar.simulate import (
+    SimulationConfig,
+    SimulationReport,
+    Simulator,
+    SimulatorError,
+    _Client,
+)
 
 URL = "http://127.0.0.1:8000"
 TOKEN = "simulate-test-token"
@@ -57,6 +63,8 @@ TOKEN = "simulate-test-token"
         ({"duration": math.inf}, "--duration must be above 0 and at most a week, not inf"),
         ({"step_seconds": 0}, "--step-seconds must be above 0 and at most 3600, not 0"),
         ({"step_seconds": 3601}, "--step-seconds must be above 0 and at most 3600, not 3601"),
+        ({"timeout": 0}, "--timeout must be above 0 and at most 300, not 0"),
+        ({"timeout": -1}, "--timeout must be above 0 and at most 300, not -1"),
     ],
 )
 def test_validate_names_the_flag_of_a_bad_value(changes: dict[str, Any], message: str) -> None:
@@ -77,6 +85,8 @@ def test_validate_names_the_flag_of_a_bad_value(changes: dict[str, Any], message
         {"failure_ratio": 0.5, "stuck_ratio": 0.5},
         {"duration": 7 * 86400},
         {"step_seconds": 3600},
+        {"timeout": 300},
+        {"url": "http://[::1]/"},
     ],
 )
 def test_validate_accepts_the_edges(changes: dict[str, Any]) -> None:
@@ -230,3 +240,11 @@ def test_an_unreachable_sidecar_raises_simulator_error(closed_port: int) -> None
 
     with pytest.raises(SimulatorError, match=r"^cannot reach the sidecar: "):
         Simulator(config).run()
+
+
+def test_a_bare_ipv6_host_keeps_its_default_port() -> None:
+    client = _Client(SimulationConfig("http://[::1]/"))
+    try:
+        assert (client._conn.host, client._conn.port) == ("::1", 80)
+    finally:
+        client.close()
