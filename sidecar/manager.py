@@ -170,6 +170,8 @@ T = TypeVar("T")
 _progress_adapter = TypeAdapter(ProgressUpdate | None)
 _scenes_adapter = TypeAdapter(tuple[ScenePrompt, ...])
 _status_adapter = TypeAdapter(GenerationStatus)
+_request_adapter = TypeAdapter(GenerationRequest)
+_scene_adapter = TypeAdapter(ScenePrompt)
 _error_message_adapter: TypeAdapter[str | None] = TypeAdapter(
     Annotated[str, Field(max_length=2000)] | None
 )
@@ -472,7 +474,7 @@ class SessionManager:
     def create_session(self, request: GenerationRequest) -> GenerationSession:
         """Store a new pending session, making room first if the manager is full."""
         if not isinstance(request, GenerationRequest):
-            request = _check(TypeAdapter(GenerationRequest), request, "request")
+            request = _check(_request_adapter, request, "request")
         evicted: list[str] = []
         with self._locked():
             now = self._clock.now()
@@ -699,7 +701,7 @@ class SessionManager:
     ) -> tuple[GenerationSession, bool]:
         """Insert or replace the scene with this number; returns (session, True if added)."""
         if not isinstance(scene, ScenePrompt):
-            scene = _check(TypeAdapter(ScenePrompt), scene, "scene")
+            scene = _check(_scene_adapter, scene, "scene")
         with self._locked():
             session = self._require(session_id)
             if session.status in FINISHED:

@@ -75,13 +75,14 @@ class InMemorySessionStore:
         if old is None:
             self._index(session)
             return
-        if (
-            old.status is not session.status
-            or old.created_at != session.created_at
-            or old.updated_at != session.updated_at
-        ):
+        if old.status is not session.status or old.created_at != session.created_at:
             self._unindex(old)
             self._index(session)
+        elif old.updated_at != session.updated_at:
+            # The common case (progress, scenes): only the last-update index moves.
+            by_updated = self._by_status_updated[session.status]
+            by_updated.remove((to_micros(old.updated_at), old.session_id))
+            by_updated.add((to_micros(session.updated_at), session.session_id))
 
     def delete(self, session_id: str) -> GenerationSession | None:
         old = self._sessions.pop(session_id, None)
