@@ -20,8 +20,8 @@ run: $(STAMP)
 test: lint typecheck unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check sidecar tests grafana bench
-	$(BIN)/ruff format --check sidecar tests grafana bench
+	$(BIN)/ruff check sidecar tests grafana bench scripts
+	$(BIN)/ruff format --check sidecar tests grafana bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

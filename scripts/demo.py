@@ -11,7 +11,6 @@ keeps its data in a temporary directory that is removed with it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -32,16 +31,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_CONFIG = ROOT / "prometheus" / "prometheus.yml"
 JOB = "sidecar"  # the job name SidecarDown watches
-
-# Used while `sidecar simulate` is not available: the same simulator, driven from Python.
-_SIMULATE = """
-import json, signal, sys
-from sidecar.simulate import SimulationConfig, Simulator
-simulator = Simulator(SimulationConfig(**json.loads(sys.argv[1])))
-for sig in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(sig, lambda *_: simulator.stop())
-print("simulation:", json.dumps(simulator.run().as_dict()), flush=True)
-"""
 
 
 def prometheus_config(target: str, interval: str, shipped: Path = SHIPPED_CONFIG) -> dict[str, Any]:
@@ -85,16 +74,9 @@ def _ready(url: str, process: subprocess.Popen[bytes], what: str, timeout: float
 
 
 def _simulator(flags: dict[str, Any]) -> list[str]:
-    """`sidecar simulate` with `flags`, or the Python fallback if this sidecar lacks it."""
-    probe = subprocess.run(
-        [sys.executable, "-m", "sidecar", "simulate", "--help"],
-        capture_output=True,
-        check=False,
-    )
-    if probe.returncode == 0:
-        argv = [f"--{name.replace('_', '-')}={value}" for name, value in flags.items()]
-        return [sys.executable, "-m", "sidecar", "simulate", *argv]
-    return [sys.executable, "-c", _SIMULATE, json.dumps(flags)]
+    """The `sidecar simulate` command line for `flags`."""
+    argv = [f"--{name.replace('_', '-')}={value}" for name, value in flags.items()]
+    return [sys.executable, "-m", "sidecar", "simulate", *argv]
 
 
 def _interrupt(signum: int, _frame: FrameType | None) -> None:

@@ -1,4 +1,5 @@
-"""Command line: `sidecar serve` runs the HTTP server; `sidecar selfcheck` exercises the core.
+"""Command line: `sidecar serve` runs the HTTP server, `sidecar simulate` plays a generation
+service against one, `sidecar selfcheck` exercises the core.
 
 Every `serve` flag mirrors a SIDECAR_* environment variable (flags win over the environment,
 the environment over defaults). A bad value or a usage error exits with status 2 and one line
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from pydantic import ValidationError
 
@@ -20,6 +22,13 @@ __all__ = ["build_parser", "main"]
 Handler = Callable[[argparse.Namespace], int]
 # Subcommands import what they need when they run: `sidecar --version` and `selfcheck` stay
 # quick and do not load Flask or waitress.
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _fail(message: str) -> int:
@@ -65,7 +74,7 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(settings)
 
 
-def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_serve(sub: argparse._SubParsersAction[_Parser]) -> None:
     from sidecar.settings import SECRET_FIELDS, Settings, env_name, flag_name
 
     parser = sub.add_parser(
@@ -93,12 +102,76 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.set_defaults(handler=_serve)
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import signal
+
+    from sidecar.simulate import SimulationConfig, Simulator, SimulatorError
+
+    config = SimulationConfig(
+        url=args.url,
+        rate=args.rate,
+        failure_ratio=args.failure_ratio,
+        stuck_ratio=args.stuck_ratio,
+        duration=args.duration,
+        step_seconds=args.step_seconds,
+        token=args.token or os.environ.get("SIDECAR_API_TOKEN") or None,
+        seed=args.seed,
+    )
+    try:
+        simulator = Simulator(config)
+    except ValueError as exc:
+        return _fail(str(exc))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: simulator.stop())
+    print(
+        f"simulating against {config.url}: {config.rate}/s for {config.duration}s "
+        f"(failure ratio {config.failure_ratio}, stuck ratio {config.stuck_ratio})",
+        flush=True,
+    )
+    try:
+        report = simulator.run()
+    except SimulatorError as exc:
+        print(f"sidecar: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report.as_dict()), flush=True)
+    return 0
+
+
+def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
+    parser = sub.add_parser(
+        "simulate",
+        help="play a generation service against a running sidecar",
+        description="Create sessions, move them through processing with progress and scenes, "
+        "complete or fail them, leave a share stuck; stop by itself after --duration.",
+    )
+    parser.add_argument("--url", required=True, help="the sidecar, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--rate", type=float, default=2.0, help="new sessions per second [2]")
+    parser.add_argument(
+        "--failure-ratio", type=float, default=0.1, help="share that fails, 0 to 1 [0.1]"
+    )
+    parser.add_argument(
+        "--stuck-ratio", type=float, default=0.05, help="share left stuck, 0 to 1 [0.05]"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=60.0, help="seconds of creating sessions [60]"
+    )
+    parser.add_argument(
+        "--step-seconds", type=float, default=0.5, help="seconds between updates of a session"
+    )
+    parser.add_argument("--token", help="API bearer token [SIDECAR_API_TOKEN]")
+    parser.add_argument("--seed", type=int, help="random seed, for a repeatable run")
+    parser.set_defaults(handler=_simulate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `sidecar` argument parser; each subcommand sets `handler`."""
-    parser = argparse.ArgumentParser(prog="sidecar", description=__doc__)
+    parser = _Parser(prog="sidecar", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(sub)
+    _add_simulate(sub)
     selfcheck = sub.add_parser("selfcheck", help="exercise the session core once, print health")
     selfcheck.set_defaults(handler=_selfcheck)
     return parser

@@ -169,13 +169,26 @@ def test_loopback_addresses_need_no_token(served: list[Settings], host: str) -> 
     assert main(["serve", "--host", host]) == 0
 
 
-@pytest.mark.parametrize("argv", [[], ["serve", "--nope"], ["serve", "--port"], ["launch"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["serve", "--nope"],
+        ["serve", "--port"],
+        ["launch"],
+        ["simulate"],
+        ["simulate", "--url", "http://127.0.0.1:1", "--rate", "abc"],
+    ],
+)
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         main(argv)
 
     assert done.value.code == 2
-    assert "usage: sidecar" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("sidecar")
+    assert err.endswith("--help)\n")
+    assert err.count("\n") == 1
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -257,3 +270,32 @@ def test_configured_tokens_are_redacted_from_any_line(restore_logging: None, fmt
     assert token not in output
     assert "[redacted]" in output
     assert json.dumps(token)[1:-1] not in output
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--rate", "0"], "sidecar: --rate must be above 0 and at most 10000, not 0.0\n"),
+        (["--failure-ratio", "2"], "sidecar: --failure-ratio must be between 0 and 1, not 2.0\n"),
+        (
+            ["--url", "ftp://x/"],
+            "sidecar: --url must be an http(s) URL such as http://127.0.0.1:8000, not 'ftp://x/'\n",
+        ),
+    ],
+)
+def test_simulate_bad_values_exit_2_with_one_line(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["simulate", "--url", "http://127.0.0.1:1", *flags]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == message
+
+
+def test_simulate_against_nothing_exits_1_with_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # port 1 on loopback: nothing listens there, so the first create is refused at once
+    assert main(["simulate", "--url", "http://127.0.0.1:1", "--duration", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("sidecar: cannot reach the sidecar:")
+    assert err.count("\n") == 1
