@@ -62,7 +62,9 @@ def render_markdown(
         "",
         "Written by `make bench` (`python -m bench`); see [README.md](README.md) for what each "
         "benchmark does and how to read it. Every figure is a median over interleaved rounds, and "
-        "every judged figure is a ratio of two things measured side by side in the same run.",
+        "every judged figure is a ratio of two things measured side by side in the same run. "
+        "Profiles and proposed fixes for any target not met: "
+        "[docs/benchmarks.md](../docs/benchmarks.md).",
         "",
         f"- date: {started.strftime('%Y-%m-%d %H:%M UTC')} (run took {seconds / 60:.1f} min)",
         f"- command: `{command}`" + (" (quick: smaller, fewer rounds)" if quick else ""),
@@ -80,8 +82,10 @@ def render_markdown(
         for paragraph in section.method:
             lines += [paragraph, ""]
         lines += _table(section.headers, section.rows)
-        if section.notes:
-            lines += ["", *section.notes]
+        for note in section.notes:
+            lines += ["", note]
+        for paragraph, headers, rows in section.extra:
+            lines += ["", paragraph, "", *_table(headers, rows)]
     return "\n".join(lines) + "\n"
 
 

@@ -25,8 +25,8 @@ def _timed_creates(manager: SessionManager, creates: int) -> float:
 
 def run(quick: bool, log: Log) -> Section:
     small, large = 1_000, 100_000
-    creates = 2_000 if quick else 10_000
-    rounds = 3 if quick else 7
+    creates = 2_000 if quick else 5_000
+    rounds = 3 if quick else 15
     managers = {}
     for n in (small, large):
         log(f"loading {n:,} sessions at capacity {n:,}")

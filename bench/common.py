@@ -153,6 +153,8 @@ class Section:
     rows: list[list[str]]
     figures: list[Figure]
     notes: list[str] = field(default_factory=list)
+    # More tables after the notes: (paragraph before it, headers, rows).
+    extra: list[tuple[str, list[str], list[list[str]]]] = field(default_factory=list)
 
 
 def _package_version(name: str) -> str:

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from bench.common import Figure, Log, Section, fmt, median
+from bench.http_breakdown import VARIANTS, breakdown
 
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "api.lua"
@@ -331,6 +332,21 @@ def run(quick: bool, log: Log) -> Section:
             f"{label}: per-round shares, sorted: {', '.join(f'{x:.0%}' for x in paired)}; "
             f"server CPU per request, sidecar / bare: {cpu['sidecar'] / cpu['bare flask']:.2f}."
         )
+    log("in-process breakdown: the same requests without a server, parts taken away")
+    extra_rows: list[list[str]] = []
+    for label, mode in ENDPOINTS:
+        us = breakdown(mode, rounds=4 if quick else 16, batch=300 if quick else 1000)
+        bare_us = us["bare flask"]
+        extra_rows += [
+            [
+                label,
+                variant,
+                fmt(us[variant]),
+                f"{us[variant] - bare_us:+.1f}",
+                f"{bare_us / us[variant]:.0%}",
+            ]
+            for variant in VARIANTS
+        ]
     notes.append(
         "Sessions the sidecar held at the end of each POST round: "
         + ", ".join(f"{n:,}" for n in held)
@@ -367,4 +383,16 @@ def run(quick: bool, log: Log) -> Section:
         rows=rows,
         figures=figures,
         notes=notes,
+        extra=[
+            (
+                "Where the difference goes: the same requests fed to the apps in-process (no "
+                "server, no network; `bench/http_breakdown.py`), one at a time, minimum over "
+                "interleaved batches. The sidecar variants each take one part away on their own "
+                "app instance: its before/after-request hooks (token guard, request timing, the "
+                "HTTP latency histogram), or the SessionManager call (stubbed to return a stored "
+                "session). A part's cost is the sidecar's figure minus the variant's.",
+                ["endpoint", "app", "us per request", "over bare", "rate, share of bare"],
+                extra_rows,
+            )
+        ],
     )
