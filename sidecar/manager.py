@@ -15,8 +15,7 @@ import logging
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -41,6 +40,7 @@ from sidecar.models import (
     ProgressUpdate,
     ScenePrompt,
     evolve,
+    trusted_session,
 )
 from sidecar.store import Cursor, InMemorySessionStore, SessionStore
 
@@ -197,6 +197,25 @@ def _micros(seconds: float) -> int:
     return round(seconds * _MICROS)
 
 
+class _Held:
+    """Context manager for SessionManager's lock (a class: cheaper than a generator per call)."""
+
+    __slots__ = ("_manager", "_timeout")
+
+    def __init__(self, manager: SessionManager, timeout: float | None = None) -> None:
+        self._manager = manager
+        self._timeout = timeout
+
+    def __enter__(self) -> None:
+        manager, timeout = self._manager, self._timeout
+        if not manager._lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise SessionLockError(timeout or 0.0)
+        manager._depth += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._manager._release()
+
+
 class SessionManager:
     """Thread-safe store of generation sessions with capacity, expiry, stuck and health rules."""
 
@@ -212,6 +231,7 @@ class SessionManager:
         self._store: SessionStore = store if store is not None else InMemorySessionStore()
         self._lock = threading.RLock()
         self._depth = 0  # lock nesting of the holding thread; events go out at depth 0
+        self._held = _Held(self)  # stateless, so one instance serves every thread
         self._pending: list[SessionEvent] = []
         self._callbacks: dict[EventType, list[Callback]] = {kind: [] for kind in EventType}
         self._counters = _Counters()
@@ -354,22 +374,18 @@ class SessionManager:
 
     # ------------------------------------------------------------------ locking and events
 
-    @contextmanager
-    def _locked(self, timeout: float | None = None) -> Iterator[None]:
-        acquired = self._lock.acquire(timeout=-1 if timeout is None else timeout)
-        if not acquired:
-            raise SessionLockError(timeout or 0.0)
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-            events: list[SessionEvent] = []
-            if self._depth == 0:
-                events, self._pending = self._pending, []
-            self._lock.release()
-            if events:
-                self._dispatch(events)
+    def _locked(self, timeout: float | None = None) -> _Held:
+        """Hold the manager's lock; events raised meanwhile go out once the outermost hold ends."""
+        return self._held if timeout is None else _Held(self, timeout)
+
+    def _release(self) -> None:
+        self._depth -= 1
+        events: list[SessionEvent] = []
+        if self._depth == 0:
+            events, self._pending = self._pending, []
+        self._lock.release()
+        if events:
+            self._dispatch(events)
 
     def _emit(self, event: SessionEvent) -> None:
         if self._callbacks[event.type]:
@@ -476,6 +492,9 @@ class SessionManager:
         if not isinstance(request, GenerationRequest):
             request = _check(_request_adapter, request, "request")
         evicted: list[str] = []
+        # Drawn before taking the lock: os.urandom releases the GIL, and holding the manager's
+        # lock meanwhile would make other threads queue behind it.
+        session_id = str(uuid.uuid4())
         with self._locked():
             now = self._clock.now()
             if len(self._store) >= self._config.max_sessions:
@@ -485,8 +504,9 @@ class SessionManager:
                     self._counters.rejected["capacity"] += 1
                     raise SessionCapacityError(self._config.max_sessions)
                 evicted.append(self._evict_one())
-            session = GenerationSession(
-                session_id=str(uuid.uuid4()),
+            # request is validated above and `now` comes from the clock: nothing to re-check
+            session = trusted_session(
+                session_id=session_id,
                 status=GenerationStatus.PENDING,
                 request_data=request,
                 created_at=now,

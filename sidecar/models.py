@@ -33,6 +33,7 @@ __all__ = [
     "ScenePrompt",
     "FINISHED",
     "evolve",
+    "trusted_session",
 ]
 
 _EDGE = ConfigDict(extra="forbid", str_max_length=100_000)
@@ -172,14 +173,29 @@ def _progress_dict(progress: ProgressUpdate) -> dict[str, Any]:
     }
 
 
+_SESSION_FIELDS = tuple(field.name for field in dataclasses.fields(GenerationSession))
+_SESSION_DEFAULTS: dict[str, Any] = {"scenes": (), "progress": None, "error_message": None}
+
+
 def evolve(session: GenerationSession, **changes: Any) -> GenerationSession:
     """A copy of `session` with `changes`, skipping validation (callers validate first).
 
     dataclasses.replace would re-run pydantic validation over every scene on each update.
     """
     clone = object.__new__(GenerationSession)
-    for field in dataclasses.fields(GenerationSession):
-        object.__setattr__(clone, field.name, changes.pop(field.name, getattr(session, field.name)))
+    for name in _SESSION_FIELDS:
+        object.__setattr__(clone, name, changes.pop(name, getattr(session, name)))
     if changes:
         raise TypeError(f"unknown session fields: {sorted(changes)}")
     return clone
+
+
+def trusted_session(**fields: Any) -> GenerationSession:
+    """A session built from parts that are already valid, without validating them again."""
+    values = {**_SESSION_DEFAULTS, **fields}
+    session = object.__new__(GenerationSession)
+    for name in _SESSION_FIELDS:
+        object.__setattr__(session, name, values.pop(name))
+    if values:
+        raise TypeError(f"unknown session fields: {sorted(values)}")
+    return session
