@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -123,6 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("sidecar").setLevel(logging.ERROR)
 
     chosen = sorted(set(args.only or BENCHMARKS))
+    if 3 in chosen and shutil.which("wrk") is None:
+        parser.error(
+            "benchmark 3 needs wrk (Debian: apt-get install wrk); "
+            "or run the others with --only 1 2 4 5"
+        )
     partial = args.quick or len(chosen) < len(BENCHMARKS)
     output: Path = args.output or (PARTIAL if partial else RESULTS)
     command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])

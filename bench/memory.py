@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import tracemalloc
+from pathlib import Path
 from typing import Any
 
 from bench.common import Figure, Log, Section, fmt, load_sessions
@@ -89,6 +90,7 @@ def _child(sessions: int, mode: str) -> dict[str, Any]:
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=Path(__file__).resolve().parent.parent,  # where `bench` is importable from
     )
     return dict(json.loads(out.stdout))
 
