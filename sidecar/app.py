@@ -7,10 +7,12 @@ threads (see sidecar.server). Nothing here runs at import time.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, request
+from flask import Flask, request
 from prometheus_client import CollectorRegistry
 
 from sidecar.api import OPERATIONS, register_routes
@@ -21,13 +23,16 @@ from sidecar.metrics import SidecarMetrics
 from sidecar.problems import register_error_handlers, shutting_down
 from sidecar.settings import Settings
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
 __all__ = ["EXTENSION", "UNMATCHED_ROUTE", "Sidecar", "create_app", "get_sidecar"]
 
 logger = logging.getLogger(__name__)
 
 EXTENSION = "sidecar"
 UNMATCHED_ROUTE = "<unmatched>"
-_STARTED = "sidecar.started"
+_ROUTE_KEY = "sidecar.route"  # the matched URL rule, left in the WSGI environ by _admit
 # Any other method becomes "other", so a client cannot invent metric label values.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -65,6 +70,43 @@ class Sidecar:
         self.begin_drain()
         if self.owns_manager:
             self.manager.shutdown()
+
+
+class _RequestTimer:
+    """WSGI middleware: times every request into the HTTP latency histogram.
+
+    A middleware rather than Flask before/after hooks: it costs a few microseconds less per
+    request, which matters for a sidecar sitting in the generation service's hot path.
+    The route label is the matched URL rule, never the raw path.
+    """
+
+    __slots__ = ("_app", "_metrics")
+
+    def __init__(self, wsgi_app: WSGIApplication, metrics: SidecarMetrics) -> None:
+        self._app = wsgi_app
+        self._metrics = metrics
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        started = perf_counter()
+        statuses: list[str] = []
+
+        def recording(status: str, headers: Any, exc_info: Any = None) -> Any:
+            statuses.append(status)
+            return start_response(status, headers, exc_info)
+
+        try:
+            return self._app(environ, recording)
+        finally:
+            if statuses:
+                seconds = perf_counter() - started
+                method = environ.get("REQUEST_METHOD", "")
+                if method not in _METHODS:
+                    method = "other"
+                route = environ.get(_ROUTE_KEY, UNMATCHED_ROUTE)
+                status = int(statuses[-1][:3])
+                self._metrics.observe_request(method, route, status, seconds)
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug("%s %s %d %.2fms", method, route, status, seconds * 1000)
 
 
 def get_sidecar(app: Flask) -> Sidecar:
@@ -112,38 +154,19 @@ def create_app(
     for op in OPERATIONS:
         metrics.init_route(op.method, op.rule, op.status)
 
-    debug = logger.isEnabledFor
-
-    # The two hooks run on every request: each reads the request proxy as few times as it can.
     @app.before_request
     def _admit() -> None:
-        environ = request.environ
-        environ[_STARTED] = perf_counter()
+        rule = request.url_rule
+        if rule is not None:  # for _RequestTimer, which runs outside the request context
+            request.environ[_ROUTE_KEY] = rule.rule
         scope = scope_of(request.path)
         if scope is Scope.OPEN:
             return
-        guard.check(scope, environ.get("HTTP_AUTHORIZATION"))
+        guard.check(scope, request.headers.get("Authorization"))
         if scope is not Scope.METRICS and not sidecar.accepting:
             raise shutting_down()
 
-    @app.after_request
-    def _observe(response: Response) -> Response:
-        environ = request.environ
-        started = environ.get(_STARTED)
-        if started is None:
-            return response
-        seconds = perf_counter() - started
-        method = environ.get("REQUEST_METHOD", "")
-        if method not in _METHODS:
-            method = "other"
-        rule = request.url_rule
-        route = rule.rule if rule is not None else UNMATCHED_ROUTE
-        status = response.status_code
-        metrics.observe_request(method, route, status, seconds)
-        if debug(logging.DEBUG):
-            logger.debug("%s %s %d %.2fms", method, route, status, seconds * 1000)
-        return response
-
+    app.wsgi_app = _RequestTimer(app.wsgi_app, metrics)  # type: ignore[method-assign]
     if owns_manager:
         manager.start()
     return app

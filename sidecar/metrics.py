@@ -189,6 +189,7 @@ class SidecarMetrics:
             buckets=HTTP_BUCKETS,
             registry=self.registry,
         )
+        self._http_children: dict[tuple[str, str, int], Histogram] = {}
         manager.register_session_callback(EventType.STATUS_CHANGED, self._on_status_changed)
 
     def _on_status_changed(self, event: SessionEvent) -> None:
@@ -205,7 +206,13 @@ class SidecarMetrics:
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Record one served request; `route` must be the URL rule, never the raw path."""
-        self.http_duration.labels(method, route, str(status)).observe(seconds)
+        key = (method, route, status)
+        child = self._http_children.get(key)
+        if child is None:
+            # labels() validates and takes a lock on every call: look each child up only once.
+            # The key space is bounded: methods are normalised and routes are URL rules.
+            child = self._http_children[key] = self.http_duration.labels(method, route, str(status))
+        child.observe(seconds)
 
     def render(
         self, accept: str | None, accept_encoding: str | None
