@@ -56,20 +56,10 @@ BUCKET_BOUNDS_US = [
 RECOVERED = "Session recovered from corrupted state"
 MISSING = "00000000-0000-4000-8000-00000000dead"
 
+# Every threshold exactly, and 1 us either side (a create is followed by a 1 us step).
+_EDGES_US = [STUCK_US, HOUR_US, 6 * HOUR_US, 24 * HOUR_US]
 ADVANCES_US = st.one_of(
-    st.sampled_from(
-        [
-            1,
-            US,
-            59 * US,
-            STUCK_US,
-            STUCK_US + 1,
-            HOUR_US,
-            6 * HOUR_US,
-            24 * HOUR_US,
-            24 * HOUR_US + 1,
-        ]
-    ),
+    st.sampled_from([1, US, 59 * US, *(edge + d for edge in _EDGES_US for d in (-1, 0, 1))]),
     st.integers(1, 30 * HOUR_US),
 )
 
@@ -181,6 +171,9 @@ class ManagerMachine(RuleBasedStateMachine):
         session = self.manager.create_session(request)
         now = self.now()
         self.model[session.session_id] = Expected(P, now, now, num_scenes)
+        # Ids are random uuid4s and break ties in creation time; one microsecond between
+        # creates keeps every run of an example identical (hypothesis replays examples).
+        self.clock.advance(microseconds=1)
         self.counts.created += 1
         self.over_capacity_allowed = False
         assert len(self.model) <= self.max_sessions
@@ -282,7 +275,7 @@ class ManagerMachine(RuleBasedStateMachine):
         status=st.sampled_from([None, *GenerationStatus]),
         progress=st.sampled_from([None, (1, 2), (3, 2)]),
         error=st.sampled_from([None, "note", "2001 chars"]),
-        forbidden=st.sampled_from([None, "session_id", "created_at", "__class__"]),
+        forbidden=st.sampled_from([None, None, None, "session_id", "created_at", "__class__"]),
     )
     def atomic_update(
         self,
@@ -404,7 +397,23 @@ class ManagerMachine(RuleBasedStateMachine):
     def advance(self, micros: int) -> None:
         self.clock.advance(microseconds=micros)
 
-    @rule(max_sessions=st.integers(1, 10))
+    @rule(
+        sid=sessions,
+        edge=st.sampled_from(["stuck", "1h", "6h", "24h"]),
+        offset=st.sampled_from([-1, 0, 1]),
+    )
+    def advance_to_an_edge(self, sid: str, edge: str, offset: int) -> None:
+        """Move time so a session is a threshold +- 1 us old (since update, for stuck)."""
+        e = self.model.get(sid)
+        if e is None:
+            return
+        start = e.updated if edge == "stuck" else e.created
+        length = {"stuck": STUCK_US, "1h": HOUR_US, "6h": 6 * HOUR_US, "24h": 24 * HOUR_US}
+        step = start + length[edge] + offset - self.now()
+        if step > 0:
+            self.clock.advance(microseconds=step)
+
+    @rule(max_sessions=st.sampled_from([1, 2, 3, 4, 5, 6, 7, 10, 10, 10]))
     def reconfigure_capacity(self, max_sessions: int) -> None:
         lowered = max_sessions < self.max_sessions
         self.manager.reconfigure(max_sessions=max_sessions)
