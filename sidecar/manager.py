@@ -17,7 +17,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, TypeAdapter, ValidationError
@@ -338,7 +338,7 @@ class SessionManager:
                 self._counters.cleanup_errors += 1
         with self._locked():
             self._counters.cleanup_runs += 1
-            self._counters.cleanup_last_run = self._clock.now()
+            self._counters.cleanup_last_run = self._now()
             held, capacity = len(self._store), self._config.max_sessions
         logger.info("cleanup run removed %d sessions; %d/%d held", removed, held, capacity)
         return removed
@@ -357,7 +357,7 @@ class SessionManager:
                 new = old.replace(**changes)
                 self._config = new
                 if new.max_sessions < old.max_sessions:
-                    self._expire(self._clock.now(), None)
+                    self._expire(self._now(), None)
         except ValidationError as exc:
             raise SessionValidationError(
                 [
@@ -373,6 +373,15 @@ class SessionManager:
         return new
 
     # ------------------------------------------------------------------ locking and events
+
+    def _now(self) -> datetime:
+        """The clock's time; a custom clock must give aware UTC datetimes (checked: cheap)."""
+        now = self._clock.now()
+        if now.tzinfo is not UTC:
+            if now.tzinfo is None or now.utcoffset() is None:
+                raise SessionManagerError(f"the clock gave a naive datetime: {now!r}")
+            now = now.astimezone(UTC)
+        return now
 
     def _locked(self, timeout: float | None = None) -> _Held:
         """Hold the manager's lock; events raised meanwhile go out once the outermost hold ends."""
@@ -423,7 +432,7 @@ class SessionManager:
             session = self._store.get(session_id)
             if session is None:
                 return None
-            session = evolve(session, last_accessed=self._clock.now())
+            session = evolve(session, last_accessed=self._now())
             self._store.put(session)
             return session
 
@@ -458,7 +467,7 @@ class SessionManager:
     def get_all_sessions_info(self) -> list[dict[str, Any]]:
         """The seed's summary of every session; O(n), prefer list_sessions for large stores."""
         with self._locked():
-            now = self._clock.now()
+            now = self._now()
             return [s.summary(now) for s in self._store.values()]
 
     def get_sessions_by_status(self, status: GenerationStatus | str) -> list[GenerationSession]:
@@ -496,7 +505,9 @@ class SessionManager:
         # lock meanwhile would make other threads queue behind it.
         session_id = str(uuid.uuid4())
         with self._locked():
-            now = self._clock.now()
+            if self._closed:
+                raise SessionManagerError("the session manager has been shut down")
+            now = self._now()
             if len(self._store) >= self._config.max_sessions:
                 self._expire(now, None)
             while len(self._store) >= self._config.max_sessions:
@@ -570,11 +581,11 @@ class SessionManager:
         `completed_max_age_seconds`. Costs O(log n) per session removed.
         """
         with self._locked():
-            return self._expire(self._clock.now(), max_age_seconds)
+            return self._expire(self._now(), max_age_seconds)
 
     def _purge(self, status: GenerationStatus | None, max_age_seconds: float | None) -> int:
         with self._locked():
-            now_us = to_micros(self._clock.now())
+            now_us = to_micros(self._now())
             if max_age_seconds is None:
                 ids = [s.session_id for s in self._store.values(status)]
             else:
@@ -681,7 +692,7 @@ class SessionManager:
     ) -> GenerationSession:
         """Apply several of status, error_message, progress, scenes together: all or none."""
         with self._locked():
-            return self._apply(self._require(session_id), updates, self._clock.now())
+            return self._apply(self._require(session_id), updates, self._now())
 
     def update_session_status(
         self,
@@ -697,7 +708,7 @@ class SessionManager:
             session = self._require(session_id)
             if _check(_status_adapter, status, "status") is session.status:
                 return session
-            return self._apply(session, updates, self._clock.now())
+            return self._apply(session, updates, self._now())
 
     def update_session_progress(
         self, session_id: str, current_step: int, total_steps: int, description: str = ""
@@ -745,7 +756,7 @@ class SessionManager:
                 scenes.insert(at, scene)
             else:
                 scenes[at] = scene
-            now = self._clock.now()
+            now = self._now()
             new = evolve(session, scenes=tuple(scenes), updated_at=now, last_accessed=now)
             self._store.put(new)
             self._emit(SessionEvent(EventType.SCENE_ADDED, session_id, new))
@@ -765,7 +776,7 @@ class SessionManager:
         missing: list[str] = []
         conflicts: list[str] = []
         with self._locked():
-            now = self._clock.now()
+            now = self._now()
             for session_id in dict.fromkeys(session_ids):
                 session = self._store.get(session_id)
                 if session is None:
@@ -799,7 +810,7 @@ class SessionManager:
         """Force a session into failed with the seed's message, whatever its status."""
         with self._locked():
             session = self._require(session_id)
-            now = self._clock.now()
+            now = self._now()
             new = evolve(
                 session,
                 status=_S.FAILED,
@@ -824,7 +835,7 @@ class SessionManager:
         """All aggregate figures at one instant; O(log n) under the lock."""
         with self._locked():
             cfg = self._config  # read under the lock: capacity and thresholds match the counts
-            now = self._clock.now()
+            now = self._now()
             now_us = to_micros(now)
             store = self._store
             total = len(store)

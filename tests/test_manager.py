@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -1153,6 +1153,41 @@ def test_a_shut_down_manager_cannot_be_started_again(manager: SessionManager) ->
     with pytest.raises(SessionManagerError, match="shut down"):
         manager.start()
     assert manager.worker_alive is False
+
+
+def test_a_shut_down_manager_refuses_new_sessions(
+    manager: SessionManager, request_data: GenerationRequest
+) -> None:
+    manager.shutdown()
+    with pytest.raises(SessionManagerError, match="shut down"):
+        manager.create_session(request_data)
+    assert manager.get_session_count() == 0
+    assert manager.snapshot().created_total == 0
+
+
+class _FixedClock:
+    def __init__(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def now(self) -> datetime:
+        return self.moment
+
+
+def test_a_clock_in_another_zone_is_read_as_utc(request_data: GenerationRequest) -> None:
+    moment = datetime(2026, 3, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    manager = SessionManager(clock=_FixedClock(moment))
+    session = manager.create_session(request_data)
+    assert session.created_at == moment
+    assert session.created_at.utcoffset() == timedelta(0)
+
+
+def test_a_naive_clock_is_refused_before_anything_changes(
+    request_data: GenerationRequest,
+) -> None:
+    manager = SessionManager(clock=_FixedClock(datetime(2026, 3, 1, 12, 0)))
+    with pytest.raises(SessionManagerError, match="naive datetime"):
+        manager.create_session(request_data)
+    assert manager.get_session_count() == 0
 
 
 def test_context_manager_starts_the_worker_and_shuts_down(
