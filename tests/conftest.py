@@ -20,7 +20,7 @@ from sidecar.clock import ManualClock
 from sidecar.config import ManagerConfig
 from sidecar.manager import SessionManager
 from sidecar.models import GenerationRequest, GenerationSession, GenerationStatus
-from sidecar.store import InMemorySessionStore, SessionStore
+from sidecar.store import Cursor, InMemorySessionStore, SessionStore
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -109,22 +109,38 @@ def wait_until() -> WaitUntil:
 
 
 class NoScanStore(InMemorySessionStore):
-    """An in-memory store that fails any walk over its sessions while `scans_allowed` is False.
+    """An in-memory store that fails the test when the code under test walks its sessions.
 
-    Proves figures, expiry and eviction read the indexes instead of iterating every session.
+    Iterating over it always fails. While `scans_allowed` is False so does values(): figures,
+    expiry and eviction read the indexes instead. While `listing_allowed` is False page() and
+    created_before() fail too: a scrape reads kept figures and lists no session at all. The
+    failures are pytest.fail, which an `except Exception` in the code under test cannot swallow.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.scans_allowed = True
+        self.listing_allowed = True
 
     def values(self, status: GenerationStatus | None = None) -> Iterator[GenerationSession]:
         if not self.scans_allowed:
-            raise AssertionError(f"full scan of the store (status={status})")
+            pytest.fail(f"a full scan of the store (status={status})")
         return super().values(status)
 
     def __iter__(self) -> Iterator[GenerationSession]:
-        raise AssertionError("iteration over the store")
+        pytest.fail("iteration over the store")
+
+    def page(
+        self, status: GenerationStatus | None, after: Cursor | None, limit: int
+    ) -> list[GenerationSession]:
+        if not self.listing_allowed:
+            pytest.fail("a page through the sessions")
+        return super().page(status, after, limit)
+
+    def created_before(self, micros: int, status: GenerationStatus | None = None) -> list[str]:
+        if not self.listing_allowed:
+            pytest.fail("a listing of the sessions by age")
+        return super().created_before(micros, status)
 
 
 @pytest.fixture

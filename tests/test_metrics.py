@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gzip
 import subprocess
-from collections.abc import Iterator
 
 import pytest
+from conftest import NoScanStore
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -16,8 +16,7 @@ from sidecar.config import CapacityPolicy, ManagerConfig
 from sidecar.errors import SessionCapacityError
 from sidecar.manager import SessionManager
 from sidecar.metrics import SidecarMetrics
-from sidecar.models import GenerationRequest, GenerationSession, GenerationStatus
-from sidecar.store import InMemorySessionStore
+from sidecar.models import GenerationRequest, GenerationSession
 
 STATUSES = ["pending", "processing", "completed", "failed"]
 BUCKETS = ["under_1h", "1h_to_6h", "6h_to_24h", "over_24h"]
@@ -279,38 +278,17 @@ def test_cleanup_worker_up_reflects_the_thread(clock: ManualClock) -> None:
     assert value(metrics, "sidecar_cleanup_worker_up") == 0
 
 
-class NoWalkStore(InMemorySessionStore):
-    """A store that fails the test if anything walks its sessions while `walking_forbidden`."""
-
-    walking_forbidden = False
-
-    def values(self, status: GenerationStatus | None = None) -> Iterator[GenerationSession]:
-        if self.walking_forbidden:
-            pytest.fail("a scrape walked the sessions")
-        return super().values(status)
-
-    def page(self, *args: object, **kwargs: object) -> list[GenerationSession]:
-        if self.walking_forbidden:
-            pytest.fail("a scrape paged through the sessions")
-        return super().page(*args, **kwargs)  # type: ignore[arg-type]
-
-    def created_before(self, *args: object, **kwargs: object) -> list[str]:
-        if self.walking_forbidden:
-            pytest.fail("a scrape listed sessions by age")
-        return super().created_before(*args, **kwargs)  # type: ignore[arg-type]
-
-
 def test_a_scrape_does_not_walk_the_sessions(clock: ManualClock) -> None:
-    store = NoWalkStore()
+    store = NoScanStore()
     manager = SessionManager(ManagerConfig(max_sessions=1000), clock=clock, store=store)
     metrics = SidecarMetrics(manager)
     for i in range(300):
         make(manager, STATUSES[i % 4])
         clock.advance(97)
-    store.walking_forbidden = True
+    store.scans_allowed = store.listing_allowed = False
     body, _ = metrics.render(None, None)
     assert b'sidecar_sessions{status="completed"} 75.0' in body
-    store.walking_forbidden = False
+    store.scans_allowed = store.listing_allowed = True
 
 
 def test_render_negotiates_openmetrics_text_and_gzip(metrics: SidecarMetrics) -> None:
