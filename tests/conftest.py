@@ -72,6 +72,16 @@ STATUS_PATHS: dict[GenerationStatus, tuple[GenerationStatus, ...]] = {
 MakeSession = Callable[..., GenerationSession]
 
 
+def session_in(
+    mgr: SessionManager, status: GenerationStatus | str, request: GenerationRequest
+) -> GenerationSession:
+    """A new session of `request` on `mgr`, taken along STATUS_PATHS to `status`."""
+    session = mgr.create_session(request)
+    for step in STATUS_PATHS[GenerationStatus(status)]:
+        session = mgr.update_session_status(session.session_id, step)
+    return session
+
+
 @pytest.fixture
 def make_session(request_data: GenerationRequest) -> MakeSession:
     """make_session(manager, status="pending", request=None): a new session driven to `status`."""
@@ -81,10 +91,7 @@ def make_session(request_data: GenerationRequest) -> MakeSession:
         status: GenerationStatus | str = GenerationStatus.PENDING,
         request: GenerationRequest | None = None,
     ) -> GenerationSession:
-        session = mgr.create_session(request or request_data)
-        for step in STATUS_PATHS[GenerationStatus(status)]:
-            session = mgr.update_session_status(session.session_id, step)
-        return session
+        return session_in(mgr, status, request or request_data)
 
     return make
 

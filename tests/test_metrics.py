@@ -6,7 +6,7 @@ import gzip
 import subprocess
 
 import pytest
-from conftest import NoScanStore
+from conftest import NoScanStore, session_in
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -33,16 +33,7 @@ def value(metrics: SidecarMetrics, name: str, **labels: str) -> float | None:
 
 
 def make(manager: SessionManager, status: str = "pending") -> GenerationSession:
-    session = manager.create_session(STORY)
-    path = {
-        "pending": [],
-        "processing": ["processing"],
-        "completed": ["processing", "completed"],
-        "failed": ["failed"],
-    }[status]
-    for step in path:
-        session = manager.update_session_status(session.session_id, step)
-    return session
+    return session_in(manager, status, STORY)
 
 
 def test_every_known_series_exists_at_zero_before_anything_happens(
