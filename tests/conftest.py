@@ -96,25 +96,6 @@ def make_session(request_data: GenerationRequest) -> MakeSession:
     return make
 
 
-WaitUntil = Callable[..., bool]
-
-
-@pytest.fixture
-def wait_until() -> WaitUntil:
-    """wait_until(predicate, timeout=5.0): poll until true or the deadline passes."""
-
-    def wait(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        idle = threading.Event()  # never set: wait() is just a bounded pause between polls
-        while not predicate():
-            if time.monotonic() >= deadline:
-                return False
-            idle.wait(0.002)
-        return True
-
-    return wait
-
-
 class NoScanStore(InMemorySessionStore):
     """An in-memory store that fails the test when the code under test walks its sessions.
 
@@ -215,15 +196,22 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-# ---------------------------------------------------------------------- real processes
+# ---------------------------------------------------------------------- polling and real processes
 
 T = TypeVar("T")
 
 
-def poll(probe: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.1) -> T:
+def poll(
+    probe: Callable[[], T | None],
+    *,
+    timeout: float,
+    what: str | Callable[[], str],
+    interval: float = 0.1,
+) -> T:
     """Call `probe` until it returns something other than None; fail naming `what` at the deadline.
 
-    For real processes, which answer in their own time: no fixed sleeps, a bounded wait.
+    For whatever answers in its own time (a worker thread, a real process): no fixed sleeps, a
+    bounded wait. `what` may be a callable, to describe the state the probe last saw.
     """
     deadline = time.monotonic() + timeout
     idle = threading.Event()  # never set: a bounded pause between probes
@@ -232,8 +220,23 @@ def poll(probe: Callable[[], T | None], *, timeout: float, what: str, interval: 
         if found is not None:
             return found
         if time.monotonic() >= deadline:
-            pytest.fail(f"gave up after {timeout:g} s waiting for {what}")
+            waited_for = what() if callable(what) else what
+            pytest.fail(f"gave up after {timeout:g} s waiting for {waited_for}")
         idle.wait(interval)
+
+
+def wait_for_200(url: str, *, timeout: float) -> None:
+    """Poll `url` until it answers 200; fail at the deadline."""
+    import requests
+
+    def ok() -> bool | None:
+        try:
+            with requests.get(url, timeout=2) as response:
+                return True if response.status_code == 200 else None
+        except requests.ConnectionError:
+            return None
+
+    poll(ok, timeout=timeout, what=f"200 from {url}")
 
 
 @dataclass
@@ -301,8 +304,6 @@ def spawn_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpawnSid
     SIDECAR_* variables; the port is 0 (the server logs the one it got) and no SIDECAR_*
     variable of the outer environment leaks in.
     """
-    import requests
-
     started: list[ChildProcess] = []
 
     def spawn(**settings: object) -> SidecarProcess:
@@ -313,17 +314,8 @@ def spawn_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpawnSid
         child = ChildProcess.start([sys.executable, "-m", "sidecar", "serve"], log=log, env=env)
         started.append(child)
         url = child.wait_for_line(_LISTENING, timeout=30).group(1)
-        server = SidecarProcess(child.process, log, url)
-
-        def ready() -> bool | None:
-            try:
-                with requests.get(f"{server.url}/readyz", timeout=2) as response:
-                    return True if response.status_code == 200 else None
-            except requests.ConnectionError:
-                return None
-
-        poll(ready, timeout=15, what=f"{server.url}/readyz")
-        return server
+        wait_for_200(f"{url}/readyz", timeout=15)
+        return SidecarProcess(child.process, log, url)
 
     yield spawn
     for server in started:

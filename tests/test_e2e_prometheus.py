@@ -14,7 +14,6 @@ import importlib.util
 import json
 import math
 import re
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,14 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from conftest import ChildProcess, SidecarProcess, SpawnSidecar, poll, require_binary
+from conftest import (
+    ChildProcess,
+    SidecarProcess,
+    SpawnSidecar,
+    poll,
+    require_binary,
+    wait_for_200,
+)
 from test_dashboards import OVERVIEW, panels
 from test_metric_names import metric_names
 
@@ -161,18 +167,9 @@ def prometheus(
     )
     try:
         address = child.wait_for_line(_PROMETHEUS_LISTENING, timeout=30).group(1)
+        wait_for_200(f"http://{address}/-/ready", timeout=30)
         with requests.Session() as http:
-            running = Prometheus(f"http://{address}", config, http)
-
-            def ready() -> bool | None:
-                try:
-                    with http.get(f"{running.url}/-/ready", timeout=2) as response:
-                        return True if response.status_code == 200 else None
-                except requests.ConnectionError:
-                    return None
-
-            poll(ready, timeout=30, what="Prometheus /-/ready")
-            yield running
+            yield Prometheus(f"http://{address}", config, http)
     finally:
         child.stop()
 
@@ -493,11 +490,16 @@ def test_session_utilization_health_and_http_panels_show_data(
     assert checked
 
     # Recording rules run on their own schedule: give each query a few evaluations.
-    deadline = time.monotonic() + 20
-    pause = threading.Event()
-    while True:
-        empty = [(q.panel, q.ref_id, q.expr) for q in checked if not has_data(prometheus, q)]
-        if not empty or time.monotonic() > deadline:
-            break
-        pause.wait(0.5)
+    empty: list[tuple[str, str, str]] = []
+
+    def every_one_shows_data() -> bool | None:
+        empty[:] = [(q.panel, q.ref_id, q.expr) for q in checked if not has_data(prometheus, q)]
+        return True if not empty else None
+
+    poll(
+        every_one_shows_data,
+        timeout=20,
+        interval=0.5,
+        what=lambda: f"data in every checked panel; none yet in {empty}",
+    )
     assert empty == []

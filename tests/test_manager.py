@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from conftest import poll
 
 import sidecar
 import sidecar.manager
@@ -49,7 +50,7 @@ from sidecar.models import (
 )
 
 if TYPE_CHECKING:
-    from conftest import MakeManager, MakeSession, WaitUntil
+    from conftest import MakeManager, MakeSession
 
 P, R, C, F = (
     GenerationStatus.PENDING,
@@ -1206,13 +1207,12 @@ def test_reconfiguring_the_interval_wakes_the_worker(
     make_manager: MakeManager,
     clock: ManualClock,
     make_session: MakeSession,
-    wait_until: WaitUntil,
 ) -> None:
     mgr = make_manager(cleanup_interval_seconds=3600).start()
     make_session(mgr)
     clock.advance(hours=25)
     mgr.reconfigure(cleanup_interval=0.01)
-    assert wait_until(lambda: mgr.snapshot().cleanup_runs_total >= 1)
+    poll(lambda: mgr.snapshot().cleanup_runs_total >= 1 or None, timeout=5, what="a run")
     assert mgr.get_session_count() == 0
     assert mgr.snapshot().removed_total[RemovalReason.EXPIRED] == 1
 

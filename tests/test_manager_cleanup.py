@@ -8,6 +8,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 import pytest
+from conftest import poll
 
 from sidecar.clock import ManualClock
 from sidecar.errors import SessionCapacityError
@@ -16,7 +17,7 @@ from sidecar.models import GenerationSession, GenerationStatus
 from sidecar.store import InMemorySessionStore
 
 if TYPE_CHECKING:
-    from conftest import MakeManager, MakeSession, NoScanStore, WaitUntil
+    from conftest import MakeManager, MakeSession, NoScanStore
 
 P, R, C, F = (
     GenerationStatus.PENDING,
@@ -423,7 +424,6 @@ def test_the_background_worker_removes_expired_sessions(
     make_manager: MakeManager,
     clock: ManualClock,
     make_session: MakeSession,
-    wait_until: WaitUntil,
 ) -> None:
     mgr = make_manager(cleanup_interval_seconds=0.01)
     both_gone = threading.Event()
@@ -442,7 +442,7 @@ def test_the_background_worker_removes_expired_sessions(
     assert both_gone.wait(5), "the worker did not run a cleanup within 5 s"
     assert sorted(removed) == sorted((s.session_id, RemovalReason.EXPIRED) for s in old)
     assert mgr.peek_session(young.session_id) is not None
-    assert wait_until(lambda: mgr.snapshot().cleanup_runs_total >= 1)
+    poll(lambda: mgr.snapshot().cleanup_runs_total >= 1 or None, timeout=5, what="a run")
     snap = mgr.snapshot()
     assert snap.cleanup_last_run == clock.now()
     assert snap.cleanup_errors_total == 0
@@ -478,13 +478,13 @@ def test_a_failing_cleanup_run_is_counted_and_logged_not_raised(
 
 
 def test_the_worker_survives_a_failing_run(
-    make_manager: MakeManager, clock: ManualClock, make_session: MakeSession, wait_until: WaitUntil
+    make_manager: MakeManager, clock: ManualClock, make_session: MakeSession
 ) -> None:
     mgr = make_manager(cleanup_interval_seconds=0.01, store=FlakyStore(failures=2))
     make_session(mgr, F)
     clock.advance(2 * HOUR)
     mgr.start()
-    assert wait_until(lambda: mgr.get_session_count() == 0)
+    poll(lambda: mgr.get_session_count() == 0 or None, timeout=5, what="an empty manager")
     snap = mgr.snapshot()
     assert snap.cleanup_errors_total == 2
     assert snap.cleanup_runs_total >= 3
