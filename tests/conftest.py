@@ -259,6 +259,9 @@ class ChildProcess:
     def output(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
+    def lines(self) -> list[str]:
+        return self.output().splitlines()
+
     def wait_for_line(self, pattern: re.Pattern[str], *, timeout: float) -> re.Match[str]:
         """The first output line matching `pattern`; fails if the process exits first."""
 
@@ -272,6 +275,13 @@ class ChildProcess:
             return found
 
         return poll(probe, timeout=timeout, what=f"{pattern.pattern!r} in {self.log.name}")
+
+    def wait(self, timeout: float) -> int:
+        """The exit code of a process that ends by itself within `timeout`; fails otherwise."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{self.process.args!r} still runs after {timeout:g} s:\n" + self.output())
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM (both the sidecar and Prometheus stop cleanly on it), SIGKILL past `timeout`."""
@@ -287,36 +297,78 @@ class ChildProcess:
 
 @dataclass
 class SidecarProcess(ChildProcess):
-    """`python -m sidecar serve` on a loopback port, answering at `url`."""
+    """`sidecar serve` on a loopback port, answering at `url`."""
 
     url: str
 
 
+STARTUP_SECONDS = 30.0  # from exec to the listening line: imports on a busy 2-core machine
 _LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
-SpawnSidecar = Callable[..., SidecarProcess]
+
+
+class SidecarSpawner:
+    """Starts real `sidecar serve` processes, each logging to its own file, and stops them all."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp_path_factory = tmp_path_factory
+        self._started: list[ChildProcess] = []
+
+    def __call__(self, **settings: object) -> SidecarProcess:
+        """A sidecar on 127.0.0.1, a port the kernel picks, logging at info; ready.
+
+        Settings are given as keyword arguments named like the fields of Settings and become
+        SIDECAR_* variables.
+        """
+        defaults = {"host": "127.0.0.1", "port": 0, "log_level": "info"}
+        return self.wait_ready(self._start([], {**defaults, **settings}, console_script=False))
+
+    def start(self, *args: str, console_script: bool = False, **settings: object) -> ChildProcess:
+        """`sidecar serve *args` with exactly the given SIDECAR_* variables; not waited for.
+
+        It runs as `python -m sidecar`, or as the installed `sidecar` console script next to
+        this interpreter.
+        """
+        return self._start(list(args), settings, console_script=console_script)
+
+    def _start(
+        self, args: list[str], settings: dict[str, object], *, console_script: bool
+    ) -> ChildProcess:
+        if console_script:
+            script = Path(sys.executable).with_name("sidecar")
+            assert script.exists(), f"{script} missing: install the project (pip install -e .)"
+            command = [str(script)]
+        else:
+            command = [sys.executable, "-m", "sidecar"]
+        # No SIDECAR_* variable of the outer environment leaks in.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+        env.update({f"SIDECAR_{name.upper()}": str(value) for name, value in settings.items()})
+        log = self._tmp_path_factory.mktemp("sidecar") / "sidecar.log"
+        child = ChildProcess.start([*command, "serve", *args], log=log, env=env)
+        self._started.append(child)
+        return child
+
+    def wait_ready(self, child: ChildProcess) -> SidecarProcess:
+        """`child` once it logged the loopback URL it listens on and its /readyz answers 200."""
+        url = child.wait_for_line(_LISTENING, timeout=STARTUP_SECONDS).group(1)
+        wait_for_200(f"{url}/readyz", timeout=15)
+        return SidecarProcess(child.process, child.log, url)
+
+    def stop_all(self) -> None:
+        for child in self._started:
+            child.stop()
 
 
 @pytest.fixture(scope="module")
-def spawn_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpawnSidecar]:
-    """spawn_sidecar(**settings): a real `sidecar serve` on 127.0.0.1, ready; stopped after.
+def spawn_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarSpawner]:
+    """spawn_sidecar(**settings): a real sidecar, ready; every one stopped after the module."""
+    spawner = SidecarSpawner(tmp_path_factory)
+    yield spawner
+    spawner.stop_all()
 
-    Settings are given as keyword arguments named like the fields of Settings and become
-    SIDECAR_* variables; the port is 0 (the server logs the one it got) and no SIDECAR_*
-    variable of the outer environment leaks in.
-    """
-    started: list[ChildProcess] = []
 
-    def spawn(**settings: object) -> SidecarProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
-        env.update({"SIDECAR_HOST": "127.0.0.1", "SIDECAR_PORT": "0", "SIDECAR_LOG_LEVEL": "info"})
-        env.update({f"SIDECAR_{name.upper()}": str(value) for name, value in settings.items()})
-        log = tmp_path_factory.mktemp("sidecar") / "sidecar.log"
-        child = ChildProcess.start([sys.executable, "-m", "sidecar", "serve"], log=log, env=env)
-        started.append(child)
-        url = child.wait_for_line(_LISTENING, timeout=30).group(1)
-        wait_for_200(f"{url}/readyz", timeout=15)
-        return SidecarProcess(child.process, log, url)
-
-    yield spawn
-    for server in started:
-        server.stop()
+@pytest.fixture
+def sidecars(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarSpawner]:
+    """Like spawn_sidecar, but every sidecar the test starts is stopped after the test."""
+    spawner = SidecarSpawner(tmp_path_factory)
+    yield spawner
+    spawner.stop_all()

@@ -28,7 +28,7 @@ import yaml
 from conftest import (
     ChildProcess,
     SidecarProcess,
-    SpawnSidecar,
+    SidecarSpawner,
     poll,
     require_binary,
     wait_for_200,
@@ -133,7 +133,7 @@ class BeforeFill:
 
 
 @pytest.fixture(scope="module")
-def sidecar(spawn_sidecar: SpawnSidecar) -> SidecarProcess:
+def sidecar(spawn_sidecar: SidecarSpawner) -> SidecarProcess:
     return spawn_sidecar(max_sessions=CAPACITY)
 
 

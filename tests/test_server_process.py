@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import queue
-import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from conftest import STARTUP_SECONDS, SidecarSpawner, poll
 from flask import Flask
 
 from sidecar.app import create_app, get_sidecar
@@ -27,97 +22,9 @@ from sidecar.settings import Settings
 
 pytestmark = pytest.mark.process
 
-STARTUP_SECONDS = 30.0  # imports on a busy 2-core machine
 EXIT_SECONDS = 10.0
 TOKEN = "pr0cess-t0ken"
 STORY = "A heron teaches a lighthouse to fish."
-_LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
-
-
-class Server:
-    """A `sidecar serve` child process and the lines it writes to stderr."""
-
-    def __init__(self, command: list[str], env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
-        self._pump_thread.start()
-
-    def _pump(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def wait_for_line(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self._queue.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            self.lines.append(line)
-            if match := pattern.search(line):
-                return match
-        raise AssertionError(f"no line matching {pattern.pattern}; got {self.lines}")
-
-    def finish(self, timeout: float) -> int:
-        code = self.process.wait(timeout=timeout)
-        while (line := self._queue.get(timeout=timeout)) is not None:
-            self.lines.append(line)
-        return code
-
-    def close(self) -> None:
-        """Kill the process if it still runs, and release its pipe."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=EXIT_SECONDS)
-        self._pump_thread.join(EXIT_SECONDS)
-        assert self.process.stderr is not None
-        self.process.stderr.close()
-
-
-def environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
-    return {**env, **extra}
-
-
-def sidecar_command() -> list[str]:
-    """The installed `sidecar` console script next to this interpreter."""
-    script = Path(sys.executable).with_name("sidecar")
-    assert script.exists(), f"{script} missing: install the project (pip install -e .)"
-    return [str(script)]
-
-
-@pytest.fixture
-def start() -> Iterator[Any]:
-    started: list[Server] = []
-
-    def run(command: list[str], *args: str, **env: str) -> Server:
-        server = Server([*command, "serve", *args], environment(**env))
-        started.append(server)
-        return server
-
-    yield run
-    for server in started:
-        server.close()
-
-
-def wait_ready(base: str, timeout: float = STARTUP_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        threading.Event().wait(0.05)
-    raise AssertionError(f"{base}/readyz not 200 within {timeout}s")
 
 
 def drive_a_session_life(http: requests.Session, base: str) -> dict[str, Any]:
@@ -140,13 +47,12 @@ def drive_a_session_life(http: requests.Session, base: str) -> dict[str, Any]:
     return final
 
 
-def test_serve_drives_a_session_life_and_exits_0_on_sigterm(start: Any) -> None:
-    server = start(
-        sidecar_command(), "--port", "0", "--log-format", "json", "--log-level", "debug",
-        SIDECAR_API_TOKEN=TOKEN,
+def test_serve_drives_a_session_life_and_exits_0_on_sigterm(sidecars: SidecarSpawner) -> None:
+    child = sidecars.start(
+        "--port", "0", "--log-format", "json", "--log-level", "debug",
+        console_script=True, api_token=TOKEN,
     )  # fmt: skip
-    base = server.wait_for_line(_LISTENING, STARTUP_SECONDS).group(1)
-    wait_ready(base)
+    base = sidecars.wait_ready(child).url
     with requests.Session() as http:
         http.headers["Authorization"] = f"Bearer {TOKEN}"
         final = drive_a_session_life(http, base)
@@ -160,58 +66,59 @@ def test_serve_drives_a_session_life_and_exits_0_on_sigterm(start: Any) -> None:
     assert unauthenticated.headers["Content-Type"] == "application/problem+json"
     assert 'sidecar_sessions{status="completed"} 1.0' in metrics
 
-    server.process.send_signal(signal.SIGTERM)
+    child.process.send_signal(signal.SIGTERM)
 
-    assert server.finish(EXIT_SECONDS) == 0
-    events = [json.loads(line) for line in server.lines]  # every line is one JSON object
+    assert child.wait(EXIT_SECONDS) == 0
+    lines = child.lines()
+    events = [json.loads(line) for line in lines]  # every line is one JSON object
     messages = [event["message"] for event in events]
     assert messages[-1] == "stopped"
     assert "SIGTERM: drained, stopping the session manager" in messages
-    logged = "\n".join(server.lines)
+    logged = "\n".join(lines)
     assert TOKEN not in logged
     assert STORY not in logged
 
 
-def test_python_m_sidecar_exits_0_on_sigint(start: Any) -> None:
-    server = start([sys.executable, "-m", "sidecar"], "--port", "0")
-    base = server.wait_for_line(_LISTENING, STARTUP_SECONDS).group(1)
-    wait_ready(base)
+def test_python_m_sidecar_exits_0_on_sigint(sidecars: SidecarSpawner) -> None:
+    child = sidecars.start("--port", "0")
+    base = sidecars.wait_ready(child).url
 
-    server.process.send_signal(signal.SIGINT)
+    child.process.send_signal(signal.SIGINT)
 
-    assert server.finish(EXIT_SECONDS) == 0
-    assert server.lines[-1].endswith("INFO sidecar.server: stopped")
+    assert child.wait(EXIT_SECONDS) == 0
+    assert child.lines()[-1].endswith("INFO sidecar.server: stopped")
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{base}/livez", timeout=2)
 
 
-def test_serve_refuses_a_public_address_without_a_token(start: Any) -> None:
-    server = start([sys.executable, "-m", "sidecar"], "--host", "0.0.0.0", "--port", "0")
+def test_serve_refuses_a_public_address_without_a_token(sidecars: SidecarSpawner) -> None:
+    child = sidecars.start("--host", "0.0.0.0", "--port", "0")
 
-    assert server.finish(EXIT_SECONDS) == 2
-    assert server.lines == [
+    assert child.wait(EXIT_SECONDS) == 2
+    assert child.lines() == [
         "sidecar: refusing to listen on 0.0.0.0 without SIDECAR_API_TOKEN; "
         "set a token or pass --allow-unauthenticated"
     ]
 
 
-def test_serve_exits_2_on_a_bad_variable(start: Any) -> None:
-    server = start([sys.executable, "-m", "sidecar"], SIDECAR_MAX_SESSIONS="0")
+def test_serve_exits_2_on_a_bad_variable(sidecars: SidecarSpawner) -> None:
+    child = sidecars.start(max_sessions="0")
 
-    assert server.finish(EXIT_SECONDS) == 2
-    assert server.lines == ["sidecar: invalid SIDECAR_MAX_SESSIONS=0: must be >= 1"]
+    assert child.wait(EXIT_SECONDS) == 2
+    assert child.lines() == ["sidecar: invalid SIDECAR_MAX_SESSIONS=0: must be >= 1"]
 
 
-def test_serve_exits_1_when_the_port_is_taken(start: Any) -> None:
+def test_serve_exits_1_when_the_port_is_taken(sidecars: SidecarSpawner) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        server = start([sys.executable, "-m", "sidecar"], "--port", str(port))
+        child = sidecars.start("--port", str(port))
 
-        assert server.finish(STARTUP_SECONDS) == 1
-    assert len(server.lines) == 1
-    assert f"cannot listen on http://127.0.0.1:{port}" in server.lines[0]
+        assert child.wait(STARTUP_SECONDS) == 1
+    lines = child.lines()
+    assert len(lines) == 1
+    assert f"cannot listen on http://127.0.0.1:{port}" in lines[0]
 
 
 # ---------------------------------------------------------------------- the drain, in-process
@@ -269,16 +176,17 @@ def test_shutdown_lets_the_request_in_flight_finish(slow_app: Flask, held: Held)
     server.request_shutdown()
 
     assert slow_app.test_client().get("/readyz").status_code == 503
-    deadline = time.monotonic() + EXIT_SECONDS
-    refused = False
-    while not refused and time.monotonic() < deadline:
+
+    def refused() -> bool | None:
         try:
             socket.create_connection(server.addresses[0], timeout=1).close()
         except ConnectionRefusedError:
-            refused = True
+            return True
         except ConnectionResetError:
-            continue  # queued in the backlog just as the listener closed
-    assert refused, "the listener still accepts connections while draining"
+            pass  # queued in the backlog just as the listener closed
+        return None
+
+    poll(refused, timeout=EXIT_SECONDS, what="the listener to refuse connections while draining")
     assert serving.is_alive(), "the drain waits for the request in flight"
 
     held.release.set()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import SidecarProcess, SpawnSidecar, poll
+from conftest import SidecarProcess, SidecarSpawner, poll
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.simulate import (
@@ -129,13 +129,13 @@ def stats(server: SidecarProcess, token: str | None = None) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def guarded_server(spawn_sidecar: SpawnSidecar) -> SidecarProcess:
+def guarded_server(spawn_sidecar: SidecarSpawner) -> SidecarProcess:
     """A sidecar whose API needs TOKEN, shared by the tests that do not count its sessions."""
     return spawn_sidecar(api_token=TOKEN)
 
 
 @pytest.mark.process
-def test_a_run_matches_what_the_sidecar_counted(spawn_sidecar: SpawnSidecar) -> None:
+def test_a_run_matches_what_the_sidecar_counted(spawn_sidecar: SidecarSpawner) -> None:
     server = spawn_sidecar(stuck_after_seconds=1)
     config = SimulationConfig(
         url=server.url,
