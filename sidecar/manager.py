@@ -177,16 +177,32 @@ _error_message_adapter: TypeAdapter[str | None] = TypeAdapter(
 )
 
 
+def _validation_error(exc: ValidationError, *loc: str) -> SessionValidationError:
+    """pydantic's error as the core's own, each location prefixed with `loc`."""
+    return SessionValidationError(
+        [
+            {"loc": [*loc, *err["loc"]], "msg": err["msg"], "type": err["type"]}
+            for err in exc.errors(include_url=False)
+        ]
+    )
+
+
 def _check(adapter: TypeAdapter[T], value: Any, loc: str) -> T:
     try:
         return adapter.validate_python(value)
     except ValidationError as exc:
-        raise SessionValidationError(
-            [
-                {"loc": [loc, *err["loc"]], "msg": err["msg"], "type": err["type"]}
-                for err in exc.errors(include_url=False)
-            ]
-        ) from None
+        raise _validation_error(exc, loc) from None
+
+
+def _new_config(values: Mapping[str, Any], base: ManagerConfig | None = None) -> ManagerConfig:
+    """A validated ManagerConfig (seed name `cleanup_interval` accepted); SessionValidationError."""
+    values = dict(values)
+    if "cleanup_interval" in values:
+        values["cleanup_interval_seconds"] = values.pop("cleanup_interval")
+    try:
+        return ManagerConfig(**values) if base is None else base.replace(**values)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
 
 
 def _check_error_message(value: Any) -> str | None:
@@ -248,10 +264,7 @@ class SessionManager:
         cls, config: Mapping[str, Any], *, clock: Clock | None = None
     ) -> SessionManager:
         """Build a manager from a mapping of settings (seed names `cleanup_interval` accepted)."""
-        values = dict(config)
-        if "cleanup_interval" in values:
-            values["cleanup_interval_seconds"] = values.pop("cleanup_interval")
-        return cls(ManagerConfig(**values), clock=clock)
+        return cls(_new_config(config), clock=clock)
 
     @property
     def config(self) -> ManagerConfig:
@@ -349,27 +362,18 @@ class SessionManager:
         Lowering `max_sessions` drops expired sessions at once; any excess is evicted by the
         next create. The seed's name `cleanup_interval` is accepted.
         """
-        if "cleanup_interval" in changes:
-            changes["cleanup_interval_seconds"] = changes.pop("cleanup_interval")
-        try:
-            with self._locked():
-                old = self._config
-                new = old.replace(**changes)
-                self._config = new
-                if new.max_sessions < old.max_sessions:
-                    self._expire(self._now(), None)
-        except ValidationError as exc:
-            raise SessionValidationError(
-                [
-                    {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
-                    for e in exc.errors(include_url=False)
-                ]
-            ) from None
+        with self._locked():
+            old = self._config
+            new = _new_config(changes, base=old)
+            self._config = new
+            if new.max_sessions < old.max_sessions:
+                self._expire(self._now(), None)
         if new.cleanup_interval_seconds != old.cleanup_interval_seconds:
             with self._wakeup:
                 self._interval_changed = True
                 self._wakeup.notify_all()
-        logger.info("reconfigured: %s", {k: v for k, v in new.as_dict().items() if k in changes})
+        before = old.as_dict()
+        logger.info("reconfigured: %s", {k: v for k, v in new.as_dict().items() if v != before[k]})
         return new
 
     # ------------------------------------------------------------------ locking and events

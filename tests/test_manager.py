@@ -1060,8 +1060,14 @@ def test_create_with_config_defaults_are_the_seeds() -> None:
     "config", [{"max_sessions": 0}, {"cleanup_interval": -1}, {"max_session": 5}]
 )
 def test_create_with_config_rejects_bad_settings(config: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):  # noqa: PT011 - pydantic's ValidationError is a ValueError
+    # the same error type as reconfigure, naming the setting
+    with pytest.raises(SessionValidationError) as refused:
         SessionManager.create_with_config(config)
+    assert refused.value.errors[0]["loc"][0] in {
+        "max_sessions",
+        "cleanup_interval_seconds",
+        "max_session",
+    }
 
 
 def test_default_config_is_the_seeds() -> None:
