@@ -3,8 +3,8 @@
 No server and no network: prepared WSGI environs are fed to the apps one at a time, so the
 figures are the apps' own cost per request. Variants of the sidecar app remove one part at a
 time (on their own app instances; the sidecar's code is not touched):
-- without hooks: the app's before/after-request hooks (token guard, request timing and the
-  HTTP latency histogram) are dropped;
+- without hooks: the app's request hooks are dropped: the before-request hook (token guard,
+  drain check) and the WSGI middleware that times requests into the HTTP latency histogram;
 - without the manager call: the view's SessionManager call returns a stored session at once.
 The minimum over interleaved batches is reported: the cost with the least interference.
 """
@@ -85,6 +85,10 @@ def _app(variant: str, mode: str) -> tuple[Flask, str]:
     if variant == "sidecar without hooks":
         app.before_request_funcs.clear()
         app.after_request_funcs.clear()
+        # the request timer wraps wsgi_app (sidecar.app._RequestTimer); take it off too
+        inner = getattr(app.wsgi_app, "_app", None)
+        if inner is not None:
+            app.wsgi_app = inner  # type: ignore[method-assign]
     elif variant == "sidecar without the manager call":
         _stub_manager(manager, mode, session)
     return app, session.session_id
