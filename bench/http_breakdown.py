@@ -3,8 +3,8 @@
 No server and no network: prepared WSGI environs are fed to the apps one at a time, so the
 figures are the apps' own cost per request. Variants of the sidecar app remove one part at a
 time (on their own app instances; the sidecar's code is not touched):
-- without hooks: the app's request hooks are dropped: the before-request hook (token guard,
-  drain check) and the WSGI middleware that times requests into the HTTP latency histogram;
+- without hooks: the WSGI gate in front of Flask is taken off (token guard,
+  drain check, request timing into the HTTP latency histogram);
 - without the manager call: the view's SessionManager call returns a stored session at once.
 The minimum over interleaved batches is reported: the cost with the least interference.
 """
@@ -83,9 +83,7 @@ def _app(variant: str, mode: str) -> tuple[Flask, str]:
     manager = get_sidecar(app).manager
     session = manager.create_session(GenerationRequest(story_text=STORY))
     if variant == "sidecar without hooks":
-        app.before_request_funcs.clear()
-        app.after_request_funcs.clear()
-        # the request timer wraps wsgi_app (sidecar.app._RequestTimer); take it off too
+        # the gate (sidecar.app._Gate: tokens, drain, timing) wraps wsgi_app; take it off too
         inner = getattr(app.wsgi_app, "_app", None)
         if inner is not None:
             app.wsgi_app = inner  # type: ignore[method-assign]
