@@ -56,8 +56,11 @@ def health(app: Flask) -> list[float | None]:
 def test_a_scripted_day_gives_exact_metric_values(
     app: Flask, client: FlaskClient, clock: ManualClock
 ) -> None:
-    # capacity 10 (the manager fixture); four sessions, one of each fate
-    done, broken, waiting, working = (create(client) for _ in range(4))
+    # capacity 10 (the manager fixture); four sessions, one of each fate. `done` is created a
+    # second before the others, so it is the oldest finished session when eviction comes.
+    done = create(client)
+    clock.advance(1)
+    broken, waiting, working = (create(client) for _ in range(3))
     put(client, f"{S}/{done}/status", {"status": "processing"})
     put(client, f"{S}/{done}/progress", {"current_step": 1, "total_steps": 2})
     put(client, f"{S}/{done}/scenes/1", {"prompt": "Dunes at dawn."}, status=201)
@@ -87,7 +90,7 @@ def test_a_scripted_day_gives_exact_metric_values(
         ("processing", "failed"): 0,
         ("completed", "failed"): 0,
     }
-    assert sample(app, "sidecar_session_duration_seconds_sum", outcome="completed") == 42
+    assert sample(app, "sidecar_session_duration_seconds_sum", outcome="completed") == 43
     assert sample(app, "sidecar_session_duration_seconds_count", outcome="failed") == 1
     assert sample(app, "sidecar_sessions_utilization_ratio") == pytest.approx(0.4)
     assert health(app) == [1, 0, 0]
