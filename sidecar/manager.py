@@ -705,12 +705,13 @@ class SessionManager:
         error_message: str | None = None,
     ) -> GenerationSession:
         """Move a session along the state machine; the same status again changes nothing."""
-        updates: dict[str, Any] = {"status": status}
+        wanted = _check(_status_adapter, status, "status")  # once, before taking the lock
+        updates: dict[str, Any] = {"status": wanted}
         if error_message is not None:
             updates["error_message"] = error_message
         with self._locked():
             session = self._require(session_id)
-            if _check(_status_adapter, status, "status") is session.status:
+            if wanted is session.status:
                 return session
             return self._apply(session, updates, self._now())
 
