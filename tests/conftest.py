@@ -18,13 +18,14 @@ import pytest
 
 from sidecar.clock import ManualClock
 from sidecar.config import ManagerConfig
-from sidecar.manager import SessionManager
+from sidecar.manager import KNOWN_TRANSITIONS, SessionManager
 from sidecar.models import GenerationRequest, GenerationSession, GenerationStatus
 from sidecar.store import Cursor, InMemorySessionStore, SessionStore
 
 if TYPE_CHECKING:
     from flask import Flask
     from flask.testing import FlaskClient
+    from prometheus_client import CollectorRegistry
 
 
 @pytest.fixture
@@ -134,6 +135,20 @@ class NoScanStore(InMemorySessionStore):
 @pytest.fixture
 def no_scan_store() -> NoScanStore:
     return NoScanStore()
+
+
+def transition_counts(registry: CollectorRegistry) -> dict[tuple[str, str], float | None]:
+    """sidecar_session_transitions_total for every transition the core knows, by (from, to).
+
+    Tests compare it with a literal dict of all of them, so a missing series fails too.
+    """
+    return {
+        (src.value, dst.value): registry.get_sample_value(
+            "sidecar_session_transitions_total",
+            {"from_status": src.value, "to_status": dst.value},
+        )
+        for src, dst in KNOWN_TRANSITIONS
+    }
 
 
 def require_binary(name: str) -> str:

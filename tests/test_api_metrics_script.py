@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from conftest import transition_counts
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -73,17 +74,7 @@ def test_a_scripted_day_gives_exact_metric_values(
 
     assert statuses(app) == [1, 1, 1, 1]
     assert sample(app, "sidecar_sessions_created_total") == 4
-    transitions = {
-        (src, dst): sample(app, "sidecar_session_transitions_total", from_status=src, to_status=dst)
-        for src, dst in [
-            ("pending", "processing"),
-            ("pending", "failed"),
-            ("processing", "completed"),
-            ("processing", "failed"),
-            ("completed", "failed"),
-        ]
-    }
-    assert transitions == {
+    assert transition_counts(get_sidecar(app).metrics.registry) == {
         ("pending", "processing"): 2,
         ("pending", "failed"): 1,
         ("processing", "completed"): 1,
