@@ -20,6 +20,7 @@ from sidecar.models import (
     ProgressUpdate,
     ScenePrompt,
     evolve,
+    trusted_session,
 )
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -335,3 +336,49 @@ def test_evolve_returns_a_changed_copy_and_leaves_the_original() -> None:
 def test_evolve_refuses_unknown_fields() -> None:
     with pytest.raises(TypeError, match="owner"):
         evolve(session_at(), owner="me")
+
+
+@pytest.mark.parametrize("name", ["session_id", "request_data", "created_at"])
+def test_evolve_never_changes_identity_or_origin(name: str) -> None:
+    with pytest.raises(TypeError, match=name):
+        evolve(session_at(), **{name: getattr(session_at(NOW + timedelta(1)), name)})
+
+
+CHANGES: dict[str, Any] = {
+    "status": GenerationStatus.PROCESSING,
+    "last_accessed": NOW + timedelta(seconds=1),
+    "updated_at": NOW + timedelta(seconds=2),
+    "scenes": (ScenePrompt(scene_number=1, prompt="A heron."),),
+    "progress": ProgressUpdate(current_step=1, total_steps=3),
+    "error_message": "boom",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHANGES))
+def test_evolve_changes_exactly_the_field_it_is_given(name: str) -> None:
+    original = session_at(progress=ProgressUpdate(current_step=0, total_steps=3))
+
+    changed = evolve(original, **{name: CHANGES[name]})
+
+    expected = dataclasses.replace(original, **{name: CHANGES[name]})  # validated, field by field
+    assert changed == expected
+    assert dataclasses.asdict(changed) == dataclasses.asdict(expected)
+
+
+def test_trusted_session_equals_the_validated_session_from_the_same_parts() -> None:
+    parts: dict[str, Any] = {
+        "session_id": "00000000-0000-4000-8000-000000000001",
+        "status": GenerationStatus.PROCESSING,
+        "request_data": STORY,
+        "created_at": NOW,
+        "last_accessed": NOW + timedelta(seconds=1),
+        "updated_at": NOW + timedelta(seconds=2),
+        "scenes": CHANGES["scenes"],
+        "progress": CHANGES["progress"],
+        "error_message": "e",
+    }
+
+    assert trusted_session(**parts) == GenerationSession(**parts)
+    assert trusted_session(**{k: parts[k] for k in list(parts)[:6]}) == GenerationSession(
+        **{k: parts[k] for k in list(parts)[:6]}
+    )
