@@ -13,7 +13,6 @@ import bisect
 import enum
 import logging
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from sidecar.errors import (
     SessionNotFoundError,
     SessionValidationError,
 )
+from sidecar.ids import new_session_id
 from sidecar.models import (
     FINISHED,
     GenerationRequest,
@@ -505,9 +505,7 @@ class SessionManager:
         if not isinstance(request, GenerationRequest):
             request = _check(_request_adapter, request, "request")
         evicted: list[str] = []
-        # Drawn before taking the lock: os.urandom releases the GIL, and holding the manager's
-        # lock meanwhile would make other threads queue behind it.
-        session_id = str(uuid.uuid4())
+        session_id = new_session_id()  # before the lock: it may call os.urandom
         with self._locked():
             if self._closed:
                 raise SessionManagerError("the session manager has been shut down")
