@@ -400,9 +400,18 @@ class SessionManager:
         if events:
             self._dispatch(events)
 
-    def _emit(self, event: SessionEvent) -> None:
-        if self._callbacks[event.type]:
-            self._pending.append(event)
+    def _emit(
+        self,
+        kind: EventType,
+        session: GenerationSession,
+        previous_status: GenerationStatus | None = None,
+        reason: RemovalReason | None = None,
+    ) -> None:
+        # The event is only built when someone listens: most mutations have no callback.
+        if self._callbacks[kind]:
+            self._pending.append(
+                SessionEvent(kind, session.session_id, session, previous_status, reason)
+            )
 
     def _dispatch(self, events: list[SessionEvent]) -> None:
         for event in events:
@@ -528,7 +537,7 @@ class SessionManager:
             )
             self._store.put(session)
             self._counters.created += 1
-            self._emit(SessionEvent(EventType.CREATED, session.session_id, session))
+            self._emit(EventType.CREATED, session)
         for victim in evicted:
             logger.warning("evicted session %s to make room (capacity limit)", victim)
         return session
@@ -549,7 +558,7 @@ class SessionManager:
         old = self._store.delete(session_id)
         if old is not None:
             self._counters.removed[reason] += 1
-            self._emit(SessionEvent(EventType.REMOVED, session_id, old, reason=reason))
+            self._emit(EventType.REMOVED, old, reason=reason)
 
     def remove_session(self, session_id: str) -> bool:
         """Remove one session; False if there was none with this id."""
@@ -619,8 +628,8 @@ class SessionManager:
         self, session: GenerationSession, updates: Mapping[str, Any], now: datetime
     ) -> GenerationSession:
         """Validate every update against `session`, then store all (or raise, storing none)."""
-        unknown = sorted(set(updates) - UPDATABLE_FIELDS)
-        if unknown:
+        if not UPDATABLE_FIELDS.issuperset(updates):
+            unknown = sorted(set(updates) - UPDATABLE_FIELDS)
             raise SessionValidationError(
                 [
                     {"loc": [k], "msg": "field cannot be updated", "type": "forbidden"}
@@ -650,15 +659,11 @@ class SessionManager:
         self._store.put(new)
         if "status" in changes:
             self._counters.transitions[(session.status, new.status)] += 1
-            self._emit(
-                SessionEvent(
-                    EventType.STATUS_CHANGED, new.session_id, new, previous_status=session.status
-                )
-            )
+            self._emit(EventType.STATUS_CHANGED, new, previous_status=session.status)
         if "progress" in changes:
-            self._emit(SessionEvent(EventType.PROGRESS, new.session_id, new))
+            self._emit(EventType.PROGRESS, new)
         if "scenes" in changes:
-            self._emit(SessionEvent(EventType.SCENES_REPLACED, new.session_id, new))
+            self._emit(EventType.SCENES_REPLACED, new)
         return new
 
     @staticmethod
@@ -762,7 +767,7 @@ class SessionManager:
             now = self._now()
             new = evolve(session, scenes=tuple(scenes), updated_at=now, last_accessed=now)
             self._store.put(new)
-            self._emit(SessionEvent(EventType.SCENE_ADDED, session_id, new))
+            self._emit(EventType.SCENE_ADDED, new)
             return new, added
 
     def bulk_update_sessions(
@@ -824,11 +829,7 @@ class SessionManager:
             self._store.put(new)
             if session.status is not _S.FAILED:
                 self._counters.transitions[(session.status, _S.FAILED)] += 1
-                self._emit(
-                    SessionEvent(
-                        EventType.STATUS_CHANGED, session_id, new, previous_status=session.status
-                    )
-                )
+                self._emit(EventType.STATUS_CHANGED, new, previous_status=session.status)
         logger.info("recovered session %s (was %s)", session_id, session.status.value)
         return new
 
