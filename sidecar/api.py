@@ -218,17 +218,20 @@ def decode_cursor(text: str) -> Cursor | None:
     return None
 
 
-def _json_body() -> Any:
-    if not request.is_json:
-        raise Problem(
-            "unsupported-media-type",
-            "the request body must be JSON (Content-Type: application/json)",
-        )
-    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
-    try:
-        return from_json(raw, allow_inf_nan=False)
-    except ValueError as exc:
-        raise Problem("malformed-json", f"the body is not valid JSON: {exc}") from None
+def _is_json(content_type: str) -> bool:
+    """Werkzeug's Request.is_json, on the raw header: application/json or application/*+json."""
+    kind = content_type.partition(";")[0].strip().lower()
+    if kind == "application/json":
+        return True
+    return kind.startswith("application/") and kind.endswith("+json")
+
+
+def _declared_length(environ: WSGIEnvironment) -> int | None:
+    """The body's Content-Length, if it is a plain number and nothing else frames the body."""
+    text = environ.get("CONTENT_LENGTH")
+    if not text or not (text.isascii() and text.isdigit()) or "HTTP_TRANSFER_ENCODING" in environ:
+        return None
+    return int(text)
 
 
 def _validated(validate: Callable[[Any], T], data: Any) -> T:
@@ -239,13 +242,8 @@ def _validated(validate: Callable[[Any], T], data: Any) -> T:
         raise from_pydantic(exc) from None
 
 
-def _body(validate: Callable[[Any], T]) -> T:
-    """The request's JSON body, checked by `validate`."""
-    return _validated(validate, _json_body())
-
-
 def _json(payload: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(payload, status, headers, mimetype=JSON)
+    return Response(payload, status, headers, content_type=JSON)
 
 
 def _session_json(session: GenerationSession, status: int = 200) -> Response:
@@ -260,7 +258,7 @@ class _Created(Response):
     """
 
     def __init__(self, body: bytes, location: str) -> None:
-        super().__init__(body, 201, mimetype=JSON)
+        super().__init__(body, 201, content_type=JSON)
         self.location_path = location
 
     def get_wsgi_headers(self, environ: WSGIEnvironment) -> Headers:
@@ -275,11 +273,36 @@ class Api:
     def __init__(self, sidecar: Sidecar) -> None:
         self._sidecar = sidecar
         self._manager = sidecar.manager
+        self._max_body = sidecar.settings.max_body_bytes  # also the app's MAX_CONTENT_LENGTH
+
+    def _json_body(self) -> Any:
+        """The request's body, parsed as JSON: 415, 413 or 400 when it cannot be."""
+        environ = request.environ
+        if not _is_json(environ.get("CONTENT_TYPE", "")):
+            raise Problem(
+                "unsupported-media-type",
+                "the request body must be JSON (Content-Type: application/json)",
+            )
+        length = _declared_length(environ)
+        if length is not None and length <= self._max_body:
+            # Exactly the declared length, straight from the server's buffer: get_data() would
+            # wrap it in a LimitedStream and read it in chunks (PEP 3333 allows either).
+            raw = environ["wsgi.input"].read(length)
+        else:
+            raw = request.get_data(cache=False)  # chunked, or 413 past MAX_CONTENT_LENGTH
+        try:
+            return from_json(raw, allow_inf_nan=False)
+        except ValueError as exc:
+            raise Problem("malformed-json", f"the body is not valid JSON: {exc}") from None
+
+    def _body(self, validate: Callable[[Any], T]) -> T:
+        """The request's JSON body, checked by `validate`."""
+        return _validated(validate, self._json_body())
 
     # ---------------------------------------------------------------- sessions
 
     def create_session(self) -> Response:
-        generation = _body(_generation_request.validate_python)
+        generation = self._body(_generation_request.validate_python)
         session = self._manager.create_session(generation)
         return _Created(_session.dump_json(session), f"{SESSIONS}/{session.session_id}")
 
@@ -307,18 +330,18 @@ class Api:
         return response
 
     def patch_session(self, session_id: str) -> Response:
-        updates = _body(SessionPatch.model_validate).given()
+        updates = self._body(SessionPatch.model_validate).given()
         return _session_json(self._manager.atomic_session_update(session_id, updates))
 
     def put_status(self, session_id: str) -> Response:
-        change = _body(StatusChange.model_validate)
+        change = self._body(StatusChange.model_validate)
         session = self._manager.update_session_status(
             session_id, change.status, change.error_message
         )
         return _session_json(session)
 
     def put_progress(self, session_id: str) -> Response:
-        progress = _body(_progress.validate_python)
+        progress = self._body(_progress.validate_python)
         session = self._manager.atomic_session_update(session_id, {"progress": progress})
         return _session_json(session)
 
@@ -326,7 +349,7 @@ class Api:
         if not 1 <= n <= MAX_SCENES:
             raise _path_n_problem(f"must be between 1 and {MAX_SCENES}", "out_of_range")
         # The body is checked as sent (a scene_number in it must be valid too); then n wins.
-        data = _json_body()
+        data = self._json_body()
         scene = _validated(
             _scene.validate_python, {"scene_number": n, **data} if isinstance(data, dict) else data
         )
@@ -339,14 +362,14 @@ class Api:
         return _session_json(session, 201 if added else 200)
 
     def put_scenes(self, session_id: str) -> Response:
-        body = _body(ScenesReplace.model_validate)
+        body = self._body(ScenesReplace.model_validate)
         return _session_json(self._manager.set_session_scenes(session_id, body.scenes))
 
     def recover_session(self, session_id: str) -> Response:
         return _session_json(self._manager.recover_corrupted_session(session_id))
 
     def bulk_status(self) -> Response:
-        body = _body(BulkStatusRequest.model_validate)
+        body = self._body(BulkStatusRequest.model_validate)
         result = self._manager.bulk_update_status(body.session_ids, body.status, body.error_message)
         answer = BulkStatusResult(
             updated=len(result.updated), missing=result.missing, conflicts=result.conflicts
@@ -364,7 +387,7 @@ class Api:
     # ---------------------------------------------------------------- admin
 
     def cleanup(self) -> Response:
-        body = _body(CleanupRequest.model_validate)
+        body = self._body(CleanupRequest.model_validate)
         age = body.max_age_seconds
         manager = self._manager
         if body.scope == "all":
@@ -391,7 +414,7 @@ class Api:
         return _json(to_json(self._manager.config.as_dict()))
 
     def patch_config(self) -> Response:
-        changes = _body(ConfigPatch.model_validate).given()
+        changes = self._body(ConfigPatch.model_validate).given()
         return _json(to_json(self._manager.reconfigure(**changes).as_dict()))
 
     # ---------------------------------------------------------------- operations

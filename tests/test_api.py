@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from sidecar.api import _declared_length
 from sidecar.app import get_sidecar
 from sidecar.clock import ManualClock
 from sidecar.manager import RECOVERED_MESSAGE, SessionManager
@@ -58,6 +61,71 @@ def test_create_returns_201_location_and_the_session(
     assert body["error_message"] is None
     assert body["created_at"] == "2026-01-01T00:00:00Z"
     assert manager.get_session_count() == 1
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON",
+        " application/json ;charset=UTF-8",
+        "application/vnd.sidecar+json",
+    ],
+)
+def test_create_accepts_every_json_content_type(client: FlaskClient, content_type: str) -> None:
+    body = json.dumps(STORY)
+
+    response = client.post("/api/v1/sessions", data=body, content_type=content_type)
+
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["request_data"] == STORY
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/jsonx", "text/json", "application/json-patch", "json"]
+)
+def test_create_refuses_what_is_not_a_json_content_type(
+    client: FlaskClient, manager: SessionManager, content_type: str
+) -> None:
+    response = client.post("/api/v1/sessions", data=json.dumps(STORY), content_type=content_type)
+
+    assert response.status_code == 415
+    assert manager.get_session_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("environ", "length"),
+    [
+        ({"CONTENT_LENGTH": "42"}, 42),
+        ({"CONTENT_LENGTH": "0"}, 0),
+        ({}, None),
+        ({"CONTENT_LENGTH": ""}, None),
+        ({"CONTENT_LENGTH": "-1"}, None),
+        ({"CONTENT_LENGTH": "+1"}, None),
+        ({"CONTENT_LENGTH": " 1"}, None),
+        ({"CONTENT_LENGTH": "1e3"}, None),
+        ({"CONTENT_LENGTH": "\u0661"}, None),  # a digit, but not an ASCII one
+        ({"CONTENT_LENGTH": "42", "HTTP_TRANSFER_ENCODING": "chunked"}, None),
+    ],
+)
+def test_a_body_is_read_by_its_length_only_when_that_is_a_plain_number(
+    environ: dict[str, str], length: int | None
+) -> None:
+    assert _declared_length(environ) == length  # None: werkzeug reads (and limits) the body
+
+
+def test_create_takes_exactly_the_declared_length(client: FlaskClient) -> None:
+    body = json.dumps(STORY).encode()
+
+    response = client.post(
+        "/api/v1/sessions",
+        input_stream=io.BytesIO(body + b"trailing bytes past the declared length"),
+        content_type="application/json",
+        environ_overrides={"CONTENT_LENGTH": str(len(body)), "wsgi.input_terminated": True},
+    )
+
+    assert response.status_code == 201, response.get_json()
 
 
 def test_create_fills_request_defaults(client: FlaskClient) -> None:
