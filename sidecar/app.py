@@ -88,8 +88,13 @@ class _Gate:
         self._app = app.wsgi_app
         self._url_map = app.url_map
         self._sidecar = sidecar
-        self._metrics = sidecar.metrics
-        self._route = threading.local()  # waitress serves each request on one thread
+        self._guard = sidecar.guard
+        self._observe = sidecar.metrics.observe_request
+        # Tokens are fixed at start-up: which scopes need one is decided once.
+        self._needs_token = {scope: sidecar.guard.requires_token(scope) for scope in Scope}
+        # Flask clears the request from the environ when it is done, so each view notes its
+        # rule here instead; waitress serves a request on one thread from start to end.
+        self._route = threading.local()
 
     def label(self, view: Callable[..., Any], rule: str) -> Callable[..., Any]:
         """`view`, noting `rule` as the route of the request it serves."""
@@ -106,10 +111,11 @@ class _Gate:
         scope = scope_of(environ.get("PATH_INFO", ""))
         if scope is Scope.OPEN:
             return None
-        try:
-            self._sidecar.guard.check(scope, environ.get("HTTP_AUTHORIZATION"))
-        except Problem as problem:
-            return problem
+        if self._needs_token[scope]:
+            try:
+                self._guard.check(scope, environ.get("HTTP_AUTHORIZATION"))
+            except Problem as problem:
+                return problem
         if scope is not Scope.METRICS and not self._sidecar.accepting:
             return shutting_down()
         return None
@@ -144,7 +150,7 @@ class _Gate:
                     method = "other"
                 route = self._route.rule or UNMATCHED_ROUTE
                 status = int(statuses[-1][:3])
-                self._metrics.observe_request(method, route, status, seconds)
+                self._observe(method, route, status, seconds)
                 if logger.isEnabledFor(logging.DEBUG):
                     logger.debug("%s %s %d %.2fms", method, route, status, seconds * 1000)
 
