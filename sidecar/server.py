@@ -18,6 +18,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -29,11 +30,19 @@ from waitress.server import BaseWSGIServer, create_server
 from sidecar.app import create_app, get_sidecar
 from sidecar.settings import Settings
 
-__all__ = ["DRAIN_SECONDS", "SidecarServer", "is_loopback", "serve"]
+__all__ = [
+    "BACKLOG_LOG_SECONDS",
+    "DRAIN_SECONDS",
+    "BacklogLog",
+    "SidecarServer",
+    "is_loopback",
+    "serve",
+]
 
 logger = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 5.0
+BACKLOG_LOG_SECONDS = 60.0  # at most one "requests are waiting" line per minute
 _LOOP_SECONDS = 1.0  # longest select() wait; a shutdown request wakes the loop at once
 
 
@@ -49,6 +58,41 @@ def is_loopback(host: str) -> bool:
 
 def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class BacklogLog:
+    """Stands in for waitress's queue logger, which warns "Task queue depth is N" for every
+    request that has to wait for a free thread: under sustained load, a line per request.
+    Each of those lines is written while waitress holds its task lock, and the write hands the
+    GIL away. This logs the first backlog at once, then at most one line per `interval` with
+    the deepest backlog and the number of requests that waited since the last line.
+    """
+
+    def __init__(
+        self, interval: float = BACKLOG_LOG_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._next = -math.inf
+        self._deepest = 0
+        self._waited = 0
+
+    def warning(self, msg: str, *args: object) -> None:
+        """waitress's call: `warning("Task queue depth is %d", depth)`, under its task lock."""
+        depth = args[0] if args and isinstance(args[0], int) else 1
+        self._waited += 1
+        self._deepest = max(self._deepest, depth)
+        now = self._clock()
+        if now < self._next:
+            return
+        logger.warning(
+            "requests are waiting for a free thread: up to %d queued, %d waited since the "
+            "last report; if this persists, raise SIDECAR_THREADS",
+            self._deepest,
+            self._waited,
+        )
+        self._next = now + self._interval
+        self._deepest = self._waited = 0
 
 
 def _bound(listener: BaseWSGIServer) -> tuple[str, int]:
@@ -82,6 +126,8 @@ class SidecarServer:
             # The app answers 413 as problem+json; waitress only stops absurd bodies early.
             max_request_body_size=max(16 * limit, 16 << 20),
         )
+        # waitress only ever calls .warning() on it (task.py, ThreadedTaskDispatcher.add_task)
+        self._server.task_dispatcher.queue_logger = BacklogLog()  # type: ignore[assignment]
         self._listeners = [s for s in self._map.values() if isinstance(s, BaseWSGIServer)]
         self._addresses = [_bound(s) for s in self._listeners]
         self._drain_seconds = drain_seconds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import socket
 import threading
@@ -17,7 +18,7 @@ from flask import Flask
 
 from sidecar.app import create_app, get_sidecar
 from sidecar.manager import SessionManager
-from sidecar.server import SidecarServer
+from sidecar.server import BacklogLog, SidecarServer
 from sidecar.settings import Settings
 
 pytestmark = pytest.mark.process
@@ -217,3 +218,99 @@ def test_a_second_shutdown_request_cuts_the_drain_short(slow_app: Flask, held: H
     held.release.set()
     in_flight.join(EXIT_SECONDS)
     assert isinstance(held.answers[0], requests.ConnectionError)
+
+
+# ---------------------------------------------------------------------- bodies and backlog
+
+
+def served(app: Flask, threads: int = 2) -> tuple[SidecarServer, threading.Thread]:
+    server = SidecarServer(app, port=0, threads=threads, drain_seconds=EXIT_SECONDS)
+    return server, serve_in_thread(server)
+
+
+def stop(server: SidecarServer, serving: threading.Thread) -> None:
+    server.request_shutdown()
+    serving.join(EXIT_SECONDS)
+    assert not serving.is_alive()
+
+
+def test_a_chunked_body_is_read_and_held_to_the_limit(
+    clean_env: pytest.MonkeyPatch, manager: SessionManager
+) -> None:
+    app = create_app(Settings(max_body_bytes=200), manager=manager)
+    server, serving = served(app)
+    url = f"{server.urls[0]}/api/v1/sessions"
+    headers = {"Content-Type": "application/json"}
+    try:
+        # requests sends a generator as Transfer-Encoding: chunked, with no Content-Length
+        small = requests.post(url, data=iter([b'{"story_text": ', b'"A heron."}']), headers=headers)
+        large = requests.post(
+            url, data=iter([b'{"story_text": "', b"x" * 300, b'"}']), headers=headers
+        )
+    finally:
+        stop(server, serving)
+
+    assert small.status_code == 201, small.text
+    assert manager.get_session(small.json()["session_id"]) is not None
+    assert large.status_code == 413
+    assert large.headers["Content-Type"] == "application/problem+json"
+    assert manager.get_session_count() == 1
+
+
+def test_a_backlog_is_logged_once_not_once_per_waiting_request(
+    slow_app: Flask, held: Held, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, serving = served(slow_app, threads=1)
+    url = f"{server.urls[0]}/slow"
+    first = threading.Thread(target=held.fetch, args=(url,))
+    first.start()
+    assert held.entered.wait(EXIT_SECONDS)  # the only thread is busy from now on
+    waiting = [threading.Thread(target=held.fetch, args=(url,)) for _ in range(5)]
+    caplog.set_level(logging.WARNING)
+    try:
+        for thread in waiting:
+            thread.start()
+        poll(
+            lambda: len(server._server.task_dispatcher.queue) == 5 or None,
+            timeout=EXIT_SECONDS,
+            what="five requests queued behind the busy thread",
+        )
+        held.release.set()
+        for thread in [first, *waiting]:
+            thread.join(EXIT_SECONDS)
+    finally:
+        stop(server, serving)
+
+    answers = [a.status_code for a in held.answers if isinstance(a, requests.Response)]
+    assert answers == [200] * 6
+    backlog = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert backlog == [
+        "requests are waiting for a free thread: up to 1 queued, 1 waited since the last "
+        "report; if this persists, raise SIDECAR_THREADS"
+    ]
+    assert not any("Task queue depth" in r.getMessage() for r in caplog.records)
+
+
+def test_the_backlog_log_reports_the_deepest_queue_once_per_interval() -> None:
+    now = [100.0]
+    log = BacklogLog(interval=60.0, clock=lambda: now[0])
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    server_logger = logging.getLogger("sidecar.server")
+    server_logger.addHandler(handler)
+    try:
+        log.warning("Task queue depth is %d", 2)  # the first backlog: at once
+        for depth in (3, 7, 4):
+            log.warning("Task queue depth is %d", depth)
+        now[0] += 59.9
+        log.warning("Task queue depth is %d", 1)
+        now[0] += 0.1
+        log.warning("Task queue depth is %d", 2)  # a minute on: the summary
+    finally:
+        server_logger.removeHandler(handler)
+
+    assert [line.split(":")[1].strip() for line in lines] == [
+        "up to 2 queued, 1 waited since the last report; if this persists, raise SIDECAR_THREADS",
+        "up to 7 queued, 5 waited since the last report; if this persists, raise SIDECAR_THREADS",
+    ]
