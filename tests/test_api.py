@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from sidecar.api import _declared_length
+from sidecar.api import _declared_length, _JsonAnswer
 from sidecar.app import get_sidecar
 from sidecar.clock import ManualClock
 from sidecar.manager import RECOVERED_MESSAGE, SessionManager
@@ -61,6 +61,31 @@ def test_create_returns_201_location_and_the_session(
     assert body["error_message"] is None
     assert body["created_at"] == "2026-01-01T00:00:00Z"
     assert manager.get_session_count() == 1
+    assert response.headers["Content-Length"] == str(len(response.get_data()))
+    assert response.headers.getlist("Location") == [response.headers["Location"]]  # just one
+
+
+@pytest.mark.parametrize("path", ["/api/v1/stats", "/api/v1/health", "/livez", "/{id}"])
+def test_json_answers_carry_their_length_and_head_gets_it_without_a_body(
+    client: FlaskClient, path: str
+) -> None:
+    session = create(client)
+    path = path.replace("/{id}", url(session))
+
+    got = client.get(path)
+    head = client.head(path)
+
+    assert got.status_code == head.status_code == 200
+    assert got.headers["Content-Length"] == str(len(got.get_data()))
+    assert head.get_data() == b""
+    assert head.headers["Content-Type"] == "application/json"
+    assert int(head.headers["Content-Length"]) > 0
+
+
+@pytest.mark.parametrize("status", [100, 204, 304, 404])
+def test_a_json_answer_refuses_a_status_without_a_body(status: int) -> None:
+    with pytest.raises(ValueError, match=str(status)):
+        _JsonAnswer(b"{}", status)
 
 
 @pytest.mark.parametrize(
