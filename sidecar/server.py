@@ -12,6 +12,7 @@ shutdown request (SIGTERM, SIGINT, or `request_shutdown()` from any thread) can 
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 import math
@@ -191,6 +192,19 @@ class SidecarServer:
         return busy
 
 
+def _freeze_start_up_objects() -> None:
+    """Move everything alive after start-up out of the garbage collector's way.
+
+    Modules, the app, its schemas and metrics live as long as the process, yet every full
+    collection walked them again: with the sessions a busy sidecar holds, that made full
+    collections, and so the slowest requests, longer. Frozen objects are still freed by
+    reference counting; only the cycle search skips them (gc.freeze, Python 3.7+).
+    """
+    gc.collect()
+    gc.freeze()
+    logger.debug("froze %d start-up objects out of the collector's way", gc.get_freeze_count())
+
+
 def serve(settings: Settings) -> int:
     """Run the sidecar until SIGTERM or SIGINT; 0 after a clean stop, 1 if it cannot listen."""
     app = create_app(settings)
@@ -205,6 +219,7 @@ def serve(settings: Settings) -> int:
         logger.error("cannot listen on %s: %s", where, exc)
         return 1
 
+    _freeze_start_up_objects()
     received: list[str] = []
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:

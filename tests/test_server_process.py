@@ -75,6 +75,8 @@ def test_serve_drives_a_session_life_and_exits_0_on_sigterm(sidecars: SidecarSpa
     messages = [event["message"] for event in events]
     assert messages[-1] == "stopped"
     assert "SIGTERM: drained, stopping the session manager" in messages
+    (froze,) = [m for m in messages if m.startswith("froze ")]  # start-up objects, once
+    assert int(froze.split()[1]) > 1000
     logged = "\n".join(lines)
     assert TOKEN not in logged
     assert STORY not in logged
