@@ -5,11 +5,15 @@
 - PUT /api/v1/sessions/<id>/progress: parses the JSON body, answers 200 with it echoed back;
 - GET /healthz: 200, for the harness's readiness poll.
 No validation, no state, no metrics: whatever the sidecar's API costs beyond this is its overhead.
+
+waitress's per-request "Task queue depth" warning is silenced: the sidecar replaces it with one
+line a minute (sidecar.server.BacklogLog), so both servers do the same logging work under load.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 import waitress
@@ -42,6 +46,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, required=True)
     args = parser.parse_args()
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     waitress.serve(create_bare_app(), host="127.0.0.1", port=args.port, threads=args.threads)
 
 

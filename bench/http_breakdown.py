@@ -3,7 +3,7 @@
 No server and no network: prepared WSGI environs are fed to the apps one at a time, so the
 figures are the apps' own cost per request. Variants of the sidecar app remove one part at a
 time (on their own app instances; the sidecar's code is not touched):
-- without hooks: the WSGI gate in front of Flask is taken off (token guard,
+- without the gate: the WSGI gate in front of Flask is taken off (token guard,
   drain check, request timing into the HTTP latency histogram);
 - without the manager call: the view's SessionManager call returns a stored session at once.
 The minimum over interleaved batches is reported: the cost with the least interference.
@@ -30,7 +30,7 @@ STORY = (
     "A lighthouse keeper adopts a gull that can read the weather. "
     "Together they warn the harbour before every storm, until the gull falls silent."
 )
-VARIANTS = ("bare flask", "sidecar", "sidecar without hooks", "sidecar without the manager call")
+VARIANTS = ("bare flask", "sidecar", "sidecar without the gate", "sidecar without the manager call")
 Environ = dict[str, Any]
 
 
@@ -39,9 +39,11 @@ def _environ(method: str, path: str, body: bytes) -> Environ:
 
     builder = EnvironBuilder(method=method, path=path, data=body, content_type="application/json")
     try:
-        return dict(builder.get_environ())
+        environ = dict(builder.get_environ())
     finally:
         builder.close()
+    environ["wsgi.input_terminated"] = True  # as waitress sets it: werkzeug reads differently
+    return environ
 
 
 def _requests(mode: str, session_id: str, n: int) -> list[Environ]:
@@ -82,7 +84,7 @@ def _app(variant: str, mode: str) -> tuple[Flask, str]:
     app = create_app(Settings(max_sessions=1_000_000))
     manager = get_sidecar(app).manager
     session = manager.create_session(GenerationRequest(story_text=STORY))
-    if variant == "sidecar without hooks":
+    if variant == "sidecar without the gate":
         # the gate (sidecar.app._Gate: tokens, drain, timing) wraps wsgi_app; take it off too
         inner = getattr(app.wsgi_app, "_app", None)
         if inner is not None:

@@ -360,7 +360,8 @@ def run(quick: bool, log: Log) -> Section:
             f"{THREADS} threads: the sidecar (`python -m sidecar serve --threads {THREADS}`: the "
             "real app with its metrics and logging; SIDECAR_MAX_SESSIONS=1000000, so no POST "
             "evicts) and `bench/bare_app.py` (bare Flask routes that parse the same JSON body "
-            "and answer 201 / 200 with it echoed).",
+            "and answer 201 / 200 with it echoed). Neither logs waitress's per-request queue "
+            "warning: the sidecar reports a backlog once a minute, the bare app is silenced.",
             f"wrk -t{WRK_THREADS} -c{CONNECTIONS} with `bench/api.lua`: POST sends one fixed "
             f"create body; PUT progress cycles through {PROGRESS_SESSIONS} sessions created on "
             "the sidecar and moved to processing, with a rising step. Any socket error or "
@@ -388,9 +389,11 @@ def run(quick: bool, log: Log) -> Section:
                 "Where the difference goes: the same requests fed to the apps in-process (no "
                 "server, no network; `bench/http_breakdown.py`), one at a time, minimum over "
                 "interleaved batches. The sidecar variants each take one part away on their own "
-                "app instance: its before/after-request hooks (token guard, request timing, the "
-                "HTTP latency histogram), or the SessionManager call (stubbed to return a stored "
-                "session). A part's cost is the sidecar's figure minus the variant's.",
+                "app instance: the WSGI gate in front of Flask (token guard, drain check, "
+                "request timing into the HTTP latency histogram), or the SessionManager call "
+                "(stubbed to return a stored session). A part's cost is the sidecar's figure "
+                "minus the variant's. Each environ carries wsgi.input_terminated, as waitress's "
+                "do.",
                 ["endpoint", "app", "us per request", "over bare", "rate, share of bare"],
                 extra_rows,
             )
