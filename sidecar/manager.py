@@ -624,10 +624,10 @@ class SessionManager:
 
     # ------------------------------------------------------------------ changes
 
-    def _apply(
-        self, session: GenerationSession, updates: Mapping[str, Any], now: datetime
-    ) -> GenerationSession:
-        """Validate every update against `session`, then store all (or raise, storing none)."""
+    @staticmethod
+    def _checked(updates: Mapping[str, Any]) -> dict[str, Any]:
+        """Every update checked on its own (no session needed), so callers can do it before
+        taking the lock: unknown fields, types and values."""
         if not UPDATABLE_FIELDS.issuperset(updates):
             unknown = sorted(set(updates) - UPDATABLE_FIELDS)
             raise SessionValidationError(
@@ -636,23 +636,39 @@ class SessionManager:
                     for k in unknown
                 ]
             )
-        changes: dict[str, Any] = {}
+        checked: dict[str, Any] = {}
         if "status" in updates:
-            status = _check(_status_adapter, updates["status"], "status")
+            checked["status"] = _check(_status_adapter, updates["status"], "status")
+        if "error_message" in updates:
+            checked["error_message"] = _check_error_message(updates["error_message"])
+        if "progress" in updates:
+            checked["progress"] = _check(_progress_adapter, updates["progress"], "progress")
+        if "scenes" in updates:
+            checked["scenes"] = _check(_scenes_adapter, updates["scenes"], "scenes")
+        return checked
+
+    def _apply(
+        self, session: GenerationSession, checked: Mapping[str, Any], now: datetime
+    ) -> GenerationSession:
+        """Apply updates that passed `_checked` to `session` if its state allows all of them;
+        store all, or raise and store none."""
+        changes: dict[str, Any] = {}
+        if "status" in checked:
+            status = checked["status"]
             if status is not session.status:
                 if status not in ALLOWED_TRANSITIONS[session.status]:
                     raise InvalidTransitionError(session.session_id, session.status, status)
                 changes["status"] = status
-        if "error_message" in updates:
-            changes["error_message"] = _check_error_message(updates["error_message"])
-        touches_work = "progress" in updates or "scenes" in updates
+        if "error_message" in checked:
+            changes["error_message"] = checked["error_message"]
+        touches_work = "progress" in checked or "scenes" in checked
         if touches_work and session.status in FINISHED:
-            what = "progress" if "progress" in updates else "scenes"
+            what = "progress" if "progress" in checked else "scenes"
             raise InvalidTransitionError(session.session_id, session.status, what)
-        if "progress" in updates:
-            changes["progress"] = _check(_progress_adapter, updates["progress"], "progress")
-        if "scenes" in updates:
-            changes["scenes"] = self._checked_scenes(session, updates["scenes"])
+        if "progress" in checked:
+            changes["progress"] = checked["progress"]
+        if "scenes" in checked:
+            changes["scenes"] = self._checked_scenes(session, checked["scenes"])
         if not changes:
             return session
         new = evolve(session, **changes, updated_at=now, last_accessed=now)
@@ -667,8 +683,9 @@ class SessionManager:
         return new
 
     @staticmethod
-    def _checked_scenes(session: GenerationSession, value: Any) -> tuple[ScenePrompt, ...]:
-        scenes = _check(_scenes_adapter, value, "scenes")
+    def _checked_scenes(
+        session: GenerationSession, scenes: Sequence[ScenePrompt]
+    ) -> tuple[ScenePrompt, ...]:
         limit = session.request_data.num_scenes
         errors: list[dict[str, Any]] = []
         seen: set[int] = set()
@@ -698,8 +715,9 @@ class SessionManager:
         self, session_id: str, updates: Mapping[str, Any]
     ) -> GenerationSession:
         """Apply several of status, error_message, progress, scenes together: all or none."""
+        checked = self._checked(updates)  # before the lock: it needs no session
         with self._locked():
-            return self._apply(self._require(session_id), updates, self._now())
+            return self._apply(self._require(session_id), checked, self._now())
 
     def update_session_status(
         self,
@@ -708,15 +726,15 @@ class SessionManager:
         error_message: str | None = None,
     ) -> GenerationSession:
         """Move a session along the state machine; the same status again changes nothing."""
-        wanted = _check(_status_adapter, status, "status")  # once, before taking the lock
-        updates: dict[str, Any] = {"status": wanted}
+        updates: dict[str, Any] = {"status": status}
         if error_message is not None:
             updates["error_message"] = error_message
+        checked = self._checked(updates)  # once, before taking the lock
         with self._locked():
             session = self._require(session_id)
-            if wanted is session.status:
+            if checked["status"] is session.status:
                 return session
-            return self._apply(session, updates, self._now())
+            return self._apply(session, checked, self._now())
 
     def update_session_progress(
         self, session_id: str, current_step: int, total_steps: int, description: str = ""
@@ -793,7 +811,7 @@ class SessionManager:
                 try:
                     updates = operation(session)
                     if updates:
-                        self._apply(session, updates, now)
+                        self._apply(session, self._checked(updates), now)
                     updated.append(session_id)
                 except SessionManagerError:
                     conflicts.append(session_id)

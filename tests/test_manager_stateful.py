@@ -226,13 +226,17 @@ class ManagerMachine(RuleBasedStateMachine):
     def update_progress(self, sid: str, current: int, total: int) -> None:
         e = self.model.get(sid)
         call = lambda: self.manager.update_session_progress(sid, current, total)  # noqa: E731
-        if e is None:
+        # the values are checked first, before the session is looked up
+        if current > total and e is None:
+            with pytest.raises(SessionValidationError):
+                call()
+        elif current > total:
+            self.expect_unchanged(sid, (SessionValidationError,), call)
+        elif e is None:
             with pytest.raises(SessionNotFoundError):
                 call()
         elif e.status in FINISHED:
             self.expect_unchanged(sid, (InvalidTransitionError,), call)
-        elif current > total:
-            self.expect_unchanged(sid, (SessionValidationError,), call)
         else:
             call()
             self.touch(sid).progress = (current, total)
@@ -297,9 +301,15 @@ class ManagerMachine(RuleBasedStateMachine):
         if forbidden is not None:
             updates[forbidden] = "x"
         call = lambda: self.manager.atomic_session_update(sid, updates)  # noqa: E731
+        # values are checked before the session is looked up, as the API answers 422 before 404
+        bad_values = (
+            forbidden is not None
+            or (error is not None and len(error) > 2000)
+            or (progress is not None and progress[0] > progress[1])
+        )
         e = self.model.get(sid)
         if e is None:
-            with pytest.raises(SessionNotFoundError):
+            with pytest.raises(SessionValidationError if bad_values else SessionNotFoundError):
                 call()
             return
         # every reason this update must be refused; it must then change nothing
