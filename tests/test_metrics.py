@@ -7,7 +7,11 @@ import subprocess
 
 import pytest
 from conftest import NoScanStore, session_in, transition_counts
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar import __version__
@@ -283,6 +287,71 @@ def test_render_negotiates_openmetrics_text_and_gzip(metrics: SidecarMetrics) ->
     zipped, headers = metrics.render(None, "gzip, deflate")
     assert headers["Content-Encoding"] == "gzip"
     assert gzip.decompress(zipped) == body
+
+
+ACCEPTS = [
+    "application/openmetrics-text",
+    "application/openmetrics-text;version=1.0.0",
+    "application/openmetrics-text;version=1.0.0;escaping=underscores",
+    "application/openmetrics-text;version=1.0.0;escaping=dots",
+    "application/openmetrics-text;version=1.0.0;escaping=values",
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8",
+    "text/plain;version=0.0.4",
+    "text/plain;version=1.0.0;escaping=underscores",
+    "",
+]
+
+
+def populated(manager: SessionManager) -> SidecarMetrics:
+    """Metrics with every kind of family filled in (no process metrics: they move between
+    two renders)."""
+    metrics = SidecarMetrics(manager, process_metrics=False)
+    for status in STATUSES:
+        make(manager, status)
+    metrics.init_route("GET", "/api/v1/sessions/<session_id>", 200)
+    metrics.observe_request("GET", "/api/v1/sessions/<session_id>", 404, 0.003)
+    metrics.observe_request("other", "<unmatched>", 405, 0.0001)
+    return metrics
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_render_gives_prometheus_clients_own_bytes_for_every_accept_header(
+    manager: SessionManager, accept: str
+) -> None:
+    metrics = populated(manager)
+    encoder, content_type = choose_encoder(accept)
+
+    body, headers = metrics.render(accept, None)
+
+    assert headers["Content-Type"] == content_type
+    assert body == encoder(metrics.registry)
+
+
+@pytest.mark.parametrize("accept", ACCEPTS[:6])
+def test_a_name_that_is_not_plain_is_escaped_as_prometheus_client_does(
+    manager: SessionManager, accept: str
+) -> None:
+    metrics = populated(manager)
+    odd = Gauge("sidecar_odd:ratio", "A colon.", ["pod.name"], registry=metrics.registry)
+    odd.labels("a").set(1)
+    encoder, _ = choose_encoder(accept)
+
+    body, _ = metrics.render(accept, None)
+
+    assert body == encoder(metrics.registry)
+    assert b"odd" in body
+
+
+def test_the_default_registry_takes_the_plain_name_path(manager: SessionManager) -> None:
+    metrics = SidecarMetrics(manager)  # process, platform and gc collectors included
+    plain = metrics._plain_names
+    accept = "application/openmetrics-text;version=1.0.0"
+
+    body, _ = metrics.render(accept, None)
+
+    families = {f.name for f in openmetrics_families(body.decode())}
+    assert {"process_cpu_seconds", "python_info", "sidecar_sessions"} <= families
+    assert {"process_cpu_seconds_total", "python_info", "le", "status"} <= plain._plain
 
 
 def test_metrics_live_in_a_private_registry(manager: SessionManager) -> None:
