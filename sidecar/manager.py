@@ -16,7 +16,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, TypeAdapter, ValidationError
@@ -47,6 +47,7 @@ from sidecar.store import Cursor, InMemorySessionStore, SessionStore
 __all__ = [
     "AGE_BUCKETS",
     "ALLOWED_TRANSITIONS",
+    "EVICTION_REPORT_SECONDS",
     "KNOWN_TRANSITIONS",
     "RECOVERED_MESSAGE",
     "UPDATABLE_FIELDS",
@@ -83,6 +84,9 @@ AGE_BUCKETS: tuple[tuple[str, float, float], ...] = (
     ("over_24h", 24 * 3600, float("inf")),
 )
 _MICROS = 1_000_000
+# At capacity under evict_oldest every create evicts: one warning per eviction would be a line
+# per create. Each eviction is logged at debug; a warning sums them up at most this often.
+EVICTION_REPORT_SECONDS = 60.0
 
 
 class EventType(enum.StrEnum):
@@ -256,6 +260,8 @@ class SessionManager:
         self._interval_changed = False
         self._worker: threading.Thread | None = None
         self._closed = False
+        self._evictions_unreported = 0
+        self._next_eviction_report: datetime | None = None  # None: report the next one at once
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -514,6 +520,7 @@ class SessionManager:
         if not isinstance(request, GenerationRequest):
             request = _check(_request_adapter, request, "request")
         evicted: list[str] = []
+        report = 0  # evictions to sum up in a warning once the lock is released
         session_id = new_session_id()  # before the lock: it may call os.urandom
         with self._locked():
             if self._closed:
@@ -538,9 +545,30 @@ class SessionManager:
             self._store.put(session)
             self._counters.created += 1
             self._emit(EventType.CREATED, session)
+            if evicted:
+                report = self._eviction_report(len(evicted), now)
         for victim in evicted:
-            logger.warning("evicted session %s to make room (capacity limit)", victim)
+            logger.debug("evicted session %s to make room (capacity limit)", victim)
+        if report:
+            logger.warning(
+                "evicted %d session(s) to make room since the last report (max_sessions=%d, "
+                "capacity_policy=evict_oldest); latest: %s",
+                report,
+                self._config.max_sessions,
+                evicted[-1],
+            )
         return session
+
+    def _eviction_report(self, count: int, now: datetime) -> int:
+        """Count `count` new evictions; how many to report now (0: not yet). Under the lock."""
+        self._evictions_unreported += count
+        due = self._next_eviction_report
+        interval = timedelta(seconds=EVICTION_REPORT_SECONDS)
+        if due is not None and now < due and due - now <= interval:  # (a clock set back: report)
+            return 0
+        report, self._evictions_unreported = self._evictions_unreported, 0
+        self._next_eviction_report = now + interval
+        return report
 
     def _eviction_victim(self) -> GenerationSession | None:
         finished = [s for s in map(self._store.oldest, (_S.COMPLETED, _S.FAILED)) if s]

@@ -246,6 +246,64 @@ def test_eviction_order_finished_then_pending_then_processing(
     assert mgr.get_session_count() == len(statuses)
 
 
+def eviction_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "sidecar.manager" and r.levelno == logging.WARNING
+    ]
+
+
+def test_evictions_are_summed_up_in_a_warning_at_most_once_a_minute(
+    make_manager: MakeManager,
+    clock: ManualClock,
+    make_session: MakeSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mgr = make_manager(max_sessions=2)
+    make_session(mgr, "completed")
+    make_session(mgr, "completed")
+    caplog.set_level(logging.DEBUG, logger="sidecar.manager")
+
+    first = make_session(mgr)  # the first eviction: reported at once
+    for _ in range(4):  # four more within the minute: debug lines only
+        clock.advance(10)
+        make_session(mgr)
+    clock.advance(20)  # a minute after the first report
+    last = make_session(mgr)
+    wanted = "capacity_policy=evict_oldest); latest: "
+
+    evicted = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len([m for m in evicted if m.startswith("evicted session ")]) == 6
+    warnings = eviction_warnings(caplog)
+    assert len(warnings) == 2
+    assert warnings[0].startswith("evicted 1 session(s) to make room since the last report")
+    assert warnings[1].startswith("evicted 5 session(s) to make room since the last report")
+    assert "(max_sessions=2, " in warnings[1]
+    assert warnings[0].split(wanted)[1] != first.session_id  # the victim, not the new one
+    assert warnings[1].split(wanted)[1] not in {first.session_id, last.session_id}
+    assert mgr.peek_session(warnings[1].split(wanted)[1]) is None
+
+
+def test_an_eviction_after_a_quiet_minute_is_reported_at_once(
+    make_manager: MakeManager,
+    clock: ManualClock,
+    make_session: MakeSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mgr = make_manager(max_sessions=1)
+    make_session(mgr)
+    caplog.set_level(logging.WARNING, logger="sidecar.manager")
+
+    make_session(mgr)
+    clock.advance(3600)
+    make_session(mgr)
+
+    assert [w.split(" to make")[0] for w in eviction_warnings(caplog)] == [
+        "evicted 1 session(s)"
+    ] * 2
+
+
 def test_eviction_among_equal_ages_is_deterministic(
     make_manager: MakeManager, make_session: MakeSession
 ) -> None:
