@@ -28,8 +28,9 @@ class SessionIds:
             raise ValueError("batch must be at least 1")
         self._size = 16 * batch
         self._local = threading.local()
-        # A child would otherwise hand out the same ids as its parent.
-        os.register_at_fork(after_in_child=self._drop)
+        # A child would otherwise hand out the same ids as its parent (no fork, no hook: Windows).
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._drop)
 
     def _drop(self) -> None:
         self._local = threading.local()

@@ -83,8 +83,7 @@ def test_each_thread_draws_from_its_own_pool(urandom: CountingUrandom) -> None:
     assert len(urandom.sizes) == 4 * 3  # each thread: 20 ids from batches of 8
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
+def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:  # POSIX, as the sidecar
     ids = SessionIds(batch=64)
     ids()  # the parent's pool now holds 63 more ids
     read, write = os.pipe()
