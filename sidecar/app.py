@@ -90,8 +90,6 @@ class _Gate:
         self._sidecar = sidecar
         self._guard = sidecar.guard
         self._observe = sidecar.metrics.observe_request
-        # Tokens are fixed at start-up: which scopes need one is decided once.
-        self._needs_token = {scope: sidecar.guard.requires_token(scope) for scope in Scope}
         # Flask clears the request from the environ when it is done, so each view notes its
         # rule here instead; waitress serves a request on one thread from start to end.
         self._route = threading.local()
@@ -111,11 +109,10 @@ class _Gate:
         scope = scope_of(environ.get("PATH_INFO", ""))
         if scope is Scope.OPEN:
             return None
-        if self._needs_token[scope]:
-            try:
-                self._guard.check(scope, environ.get("HTTP_AUTHORIZATION"))
-            except Problem as problem:
-                return problem
+        try:
+            self._guard.check(scope, environ.get("HTTP_AUTHORIZATION"))
+        except Problem as problem:
+            return problem
         if scope is not Scope.METRICS and not self._sidecar.accepting:
             return shutting_down()
         return None

@@ -62,16 +62,18 @@ class TokenGuard:
         self._api = api.encode() if api else None
         self._admin = admin.encode() if admin else None
         self._metrics = metrics.encode() if metrics else None
+        # Tokens are fixed for the guard's life: which scopes need one is decided once, not on
+        # every request.
+        self._required = {
+            Scope.OPEN: False,
+            Scope.API: self._api is not None,
+            Scope.ADMIN: self._admin is not None or self._api is not None,
+            Scope.METRICS: self._metrics is not None,
+        }
 
     def requires_token(self, scope: Scope) -> bool:
         """True if requests in `scope` must carry a token."""
-        if scope is Scope.METRICS:
-            return self._metrics is not None
-        if scope is Scope.ADMIN:
-            return self._admin is not None or self._api is not None
-        if scope is Scope.API:
-            return self._api is not None
-        return False
+        return self._required[scope]
 
     def check(self, scope: Scope, authorization: str | None) -> None:
         """Return if the request may go on; raise a 401 or 403 Problem otherwise."""
