@@ -826,6 +826,32 @@ class SessionManager:
         A refused update (bad value or transition, or an operation that raised) leaves that
         session unchanged and is listed in `conflicts`; the others still apply.
         """
+
+        def checked_for(session: GenerationSession) -> Mapping[str, Any] | None:
+            updates = operation(session)
+            return self._checked(updates) if updates else None
+
+        return self._bulk_apply(session_ids, checked_for)
+
+    def bulk_update_status(
+        self,
+        session_ids: Sequence[str],
+        status: GenerationStatus | str,
+        error_message: str | None = None,
+    ) -> BulkUpdateResult:
+        """Set one status (and message) on many sessions; see bulk_update_sessions."""
+        updates: dict[str, Any] = {"status": status}
+        if error_message is not None:
+            updates["error_message"] = error_message
+        checked = self._checked(updates)  # once for all sessions, before the lock
+        return self._bulk_apply(session_ids, lambda _session: checked)
+
+    def _bulk_apply(
+        self,
+        session_ids: Sequence[str],
+        checked_for: Callable[[GenerationSession], Mapping[str, Any] | None],
+    ) -> BulkUpdateResult:
+        """Apply `checked_for(session)` (updates that passed `_checked`) to each id."""
         updated: list[str] = []
         missing: list[str] = []
         conflicts: list[str] = []
@@ -837,9 +863,9 @@ class SessionManager:
                     missing.append(session_id)
                     continue
                 try:
-                    updates = operation(session)
-                    if updates:
-                        self._apply(session, self._checked(updates), now)
+                    checked = checked_for(session)
+                    if checked:
+                        self._apply(session, checked, now)
                     updated.append(session_id)
                 except SessionManagerError:
                     conflicts.append(session_id)
@@ -847,18 +873,6 @@ class SessionManager:
                     logger.exception("bulk operation failed for session %s", session_id)
                     conflicts.append(session_id)
         return BulkUpdateResult(updated, missing, conflicts)
-
-    def bulk_update_status(
-        self,
-        session_ids: Sequence[str],
-        status: GenerationStatus | str,
-        error_message: str | None = None,
-    ) -> BulkUpdateResult:
-        """Set one status (and message) on many sessions; see bulk_update_sessions."""
-        updates: dict[str, Any] = {"status": _check(_status_adapter, status, "status")}
-        if error_message is not None:
-            updates["error_message"] = _check_error_message(error_message)
-        return self.bulk_update_sessions(session_ids, lambda _session: updates)
 
     def recover_corrupted_session(self, session_id: str) -> GenerationSession:
         """Force a session into failed with the seed's message, whatever its status."""
