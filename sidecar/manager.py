@@ -87,6 +87,7 @@ _MICROS = 1_000_000
 # At capacity under evict_oldest every create evicts: one warning per eviction would be a line
 # per create. Each eviction is logged at debug; a warning sums them up at most this often.
 EVICTION_REPORT_SECONDS = 60.0
+_EVICTION_REPORT = timedelta(seconds=EVICTION_REPORT_SECONDS)
 
 
 class EventType(enum.StrEnum):
@@ -563,11 +564,10 @@ class SessionManager:
         """Count `count` new evictions; how many to report now (0: not yet). Under the lock."""
         self._evictions_unreported += count
         due = self._next_eviction_report
-        interval = timedelta(seconds=EVICTION_REPORT_SECONDS)
-        if due is not None and now < due and due - now <= interval:  # (a clock set back: report)
+        if due is not None and now < due and due - now <= _EVICTION_REPORT:  # else: clock set back
             return 0
         report, self._evictions_unreported = self._evictions_unreported, 0
-        self._next_eviction_report = now + interval
+        self._next_eviction_report = now + _EVICTION_REPORT
         return report
 
     def _eviction_victim(self) -> GenerationSession | None:
