@@ -64,6 +64,16 @@ def make_manager(clock: ManualClock) -> Iterator[MakeManager]:
 
 
 # The state machine's shortest path from pending to each status.
+# Shorthands the manager and store tests share.
+P, R, C, F = (
+    GenerationStatus.PENDING,
+    GenerationStatus.PROCESSING,
+    GenerationStatus.COMPLETED,
+    GenerationStatus.FAILED,
+)
+HOUR = 3600.0
+MICRO = 0.000001  # one microsecond, in seconds
+
 STATUS_PATHS: dict[GenerationStatus, tuple[GenerationStatus, ...]] = {
     GenerationStatus.PENDING: (),
     GenerationStatus.PROCESSING: (GenerationStatus.PROCESSING,),

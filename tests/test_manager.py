@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import poll
+from conftest import C, F, P, R, poll
 
 import sidecar
 import sidecar.manager
@@ -52,12 +52,6 @@ from sidecar.models import (
 if TYPE_CHECKING:
     from conftest import MakeManager, MakeSession
 
-P, R, C, F = (
-    GenerationStatus.PENDING,
-    GenerationStatus.PROCESSING,
-    GenerationStatus.COMPLETED,
-    GenerationStatus.FAILED,
-)
 ALL_PAIRS = [(a, b) for a in GenerationStatus for b in GenerationStatus if a is not b]
 VALID_PAIRS = [(P, R), (P, F), (R, C), (R, F)]
 INVALID_PAIRS = [pair for pair in ALL_PAIRS if pair not in VALID_PAIRS]

@@ -8,7 +8,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import poll
+from conftest import HOUR, MICRO, C, F, P, R, poll
 
 from sidecar.clock import ManualClock
 from sidecar.errors import SessionCapacityError
@@ -18,15 +18,6 @@ from sidecar.store import InMemorySessionStore
 
 if TYPE_CHECKING:
     from conftest import MakeManager, MakeSession, NoScanStore
-
-P, R, C, F = (
-    GenerationStatus.PENDING,
-    GenerationStatus.PROCESSING,
-    GenerationStatus.COMPLETED,
-    GenerationStatus.FAILED,
-)
-HOUR = 3600.0
-MICRO = 0.000001
 
 
 def ids(sessions: list[GenerationSession]) -> list[str]:

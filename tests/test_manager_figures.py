@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from conftest import HOUR, MICRO, C, F, P, R
 
 from sidecar.clock import ManualClock, to_micros
 from sidecar.config import ManagerConfig
@@ -18,14 +19,6 @@ from sidecar.store import Cursor, InMemorySessionStore, SessionStore
 if TYPE_CHECKING:
     from conftest import MakeManager, MakeSession, NoScanStore
 
-P, R, C, F = (
-    GenerationStatus.PENDING,
-    GenerationStatus.PROCESSING,
-    GenerationStatus.COMPLETED,
-    GenerationStatus.FAILED,
-)
-HOUR = 3600.0
-MICRO = 0.000001
 BUCKETS = ["under_1h", "1h_to_6h", "6h_to_24h", "over_24h"]
 
 

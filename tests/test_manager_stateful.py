@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from conftest import C, F, P, R
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -32,12 +33,6 @@ from sidecar.manager import SessionManager as Manager
 from sidecar.models import GenerationRequest, GenerationStatus, ScenePrompt
 from sidecar.store import InMemorySessionStore
 
-P, R, C, F = (
-    GenerationStatus.PENDING,
-    GenerationStatus.PROCESSING,
-    GenerationStatus.COMPLETED,
-    GenerationStatus.FAILED,
-)
 FINISHED = {C, F}
 # Written out here, not imported: the model must not share the code it checks.
 ALLOWED = {(P, R), (P, F), (R, C), (R, F)}

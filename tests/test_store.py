@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from conftest import C, F, P, R
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,12 +16,6 @@ from sidecar.store import InMemorySessionStore, SessionStore
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T0_US = to_micros(T0)
 STORY = GenerationRequest(story_text="A lighthouse that counts ships.", num_scenes=2)
-P, R, C, F = (
-    GenerationStatus.PENDING,
-    GenerationStatus.PROCESSING,
-    GenerationStatus.COMPLETED,
-    GenerationStatus.FAILED,
-)
 
 
 def make(
