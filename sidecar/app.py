@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+from flask import Flask, request
 from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException
 
@@ -82,6 +82,12 @@ class _Gate:
     generation service's hot path. A refused request never reaches Flask. The route label is
     the URL rule of the view that ran (each view is wrapped by `label`), or, for a refused
     request, the rule its path would match; never the raw path.
+
+    The gate checks the scope of the raw path, so an unknown path under /api/v1 asks for a
+    token before it says 404. The router accepts more spellings than the raw prefix shows
+    (`/metrics/`, `/metrics%2f`), so the view wrapper checks again with the scope of the rule
+    that will serve the request whenever it differs from the one the gate checked: the token
+    is decided by the route, never by the spelling of the path.
     """
 
     def __init__(self, app: Flask, sidecar: Sidecar) -> None:
@@ -98,19 +104,26 @@ class _Gate:
         """`view`, noting `rule` as the route of the request it serves."""
         route = self._route
 
+        scope = scope_of(rule)
+        admit = self._admit
+
         @functools.wraps(view)
         def labelled(**kwargs: Any) -> Any:
             route.rule = rule
+            if route.checked is not scope:
+                problem = admit(scope, request.headers.get("Authorization"))
+                if problem is not None:
+                    raise problem
             return view(**kwargs)
 
         return labelled
 
-    def _refusal(self, environ: WSGIEnvironment) -> Problem | None:
-        scope = scope_of(environ.get("PATH_INFO", ""))
+    def _admit(self, scope: Scope, authorization: str | None) -> Problem | None:
+        """Why a request in `scope` is refused, or None if it may go on."""
         if scope is Scope.OPEN:
             return None
         try:
-            self._guard.check(scope, environ.get("HTTP_AUTHORIZATION"))
+            self._guard.check(scope, authorization)
         except Problem as problem:
             return problem
         if scope is not Scope.METRICS and not self._sidecar.accepting:
@@ -133,8 +146,10 @@ class _Gate:
             return start_response(status, headers, exc_info)
 
         self._route.rule = None
+        scope = scope_of(environ.get("PATH_INFO", ""))
+        self._route.checked = scope
         try:
-            problem = self._refusal(environ)
+            problem = self._admit(scope, environ.get("HTTP_AUTHORIZATION"))
             if problem is None:
                 return self._app(environ, recording)
             self._route.rule = self._matched_rule(environ)

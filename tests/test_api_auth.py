@@ -140,3 +140,70 @@ def test_tokens_and_story_text_never_reach_the_logs(
     logged = caplog.text
     for secret in (API, ADMIN, "wrong-token", story):
         assert secret not in logged
+
+
+def _spellings(path: str) -> list[str]:
+    """Other ways to write `path` that a router might accept (RFC 3986 and common tricks)."""
+    parts = path.split("/")
+    doubled = ["/".join(parts[:i]) + "//" + "/".join(parts[i:]) for i in range(2, len(parts))]
+    dotted = ["/".join(parts[:i]) + "/./" + "/".join(parts[i:]) for i in range(2, len(parts))]
+    return [
+        path,
+        path + "/",
+        path + "//",
+        path + "%2f",
+        path + "%2F",
+        path.replace("/", "%2f"),
+        path.upper(),
+        path + "/.",
+        path + "?x=/",
+        "/" + path,
+        *doubled,
+        *dotted,
+        *(path[:i] + "%2f" + path[i + 1 :] for i in range(1, len(path)) if path[i] == "/"),
+    ]
+
+
+def _guarded_operations() -> list[tuple[str, str, Scope]]:
+    from sidecar.api import OPERATIONS
+
+    concrete = {"<session_id>": "3f1c2c0e-5d7a-4b51-9a33-0f8e5b7c9d10", "<int:n>": "1"}
+    found = []
+    for op in OPERATIONS:
+        scope = scope_of(op.rule)
+        if scope is Scope.OPEN:
+            continue
+        path = op.rule
+        for placeholder, value in concrete.items():
+            path = path.replace(placeholder, value)
+        found.extend((op.method, spelled, scope) for spelled in _spellings(path))
+    return found
+
+
+GUARDED = _guarded_operations()
+
+
+@pytest.mark.parametrize(("method", "path", "scope"), GUARDED)
+def test_every_spelling_of_a_guarded_route_needs_its_token(
+    make_app: MakeApp, method: str, path: str, scope: Scope
+) -> None:
+    client = make_app(api_token=API, admin_token=ADMIN, metrics_token=METRICS).test_client()
+    wrong = {Scope.API: METRICS, Scope.ADMIN: API, Scope.METRICS: API}[scope]
+
+    anonymous = client.open(path, method=method, json={})
+    with_wrong_token = client.open(path, method=method, json={}, headers=bearer(wrong))
+
+    # Never served: refused for the token, or no route at all for this spelling.
+    assert anonymous.status_code in (401, 404), anonymous.get_data(as_text=True)
+    assert with_wrong_token.status_code in (401, 403, 404), with_wrong_token.get_data(as_text=True)
+
+
+def test_spellings_the_router_serves_are_checked_by_their_route(make_app: MakeApp) -> None:
+    client = make_app(metrics_token=METRICS, admin_token=ADMIN).test_client()
+
+    for path in ("/metrics/", "/metrics%2f", "/metrics%2F"):
+        assert client.get(path).status_code == 401, path
+        assert client.get(path, headers=bearer(METRICS)).status_code == 200, path
+    # The admin scope likewise, by the route that serves the request.
+    assert client.get("/api/v1/admin%2fconfig").status_code == 401
+    assert client.get("/api/v1/admin%2fconfig", headers=bearer(ADMIN)).status_code == 200

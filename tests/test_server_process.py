@@ -316,3 +316,17 @@ def test_the_backlog_log_reports_the_deepest_queue_once_per_interval() -> None:
         "up to 2 queued, 1 waited since the last report; if this persists, raise SIDECAR_THREADS",
         "up to 7 queued, 5 waited since the last report; if this persists, raise SIDECAR_THREADS",
     ]
+
+
+def test_a_real_server_checks_the_metrics_token_on_every_spelling(
+    spawn_sidecar: SidecarSpawner,
+) -> None:
+    base = spawn_sidecar(metrics_token=TOKEN).url
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    for path in ("/metrics", "/metrics/", "/metrics%2f", "/metrics%2F"):
+        # requests would normalise nothing here; the server decodes %2f itself
+        assert requests.get(base + path, timeout=10).status_code == 401, path
+        served = requests.get(base + path, headers=auth, timeout=10)
+        assert served.status_code == 200, path
+        assert "sidecar_sessions" in served.text
