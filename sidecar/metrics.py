@@ -23,16 +23,16 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from sidecar import __version__
-from sidecar.clock import EPOCH
-from sidecar.manager import (
+from sidecar.core.clock import EPOCH
+from sidecar.core.manager import (
     AGE_BUCKETS,
     EventType,
     RemovalReason,
     SessionEvent,
     SessionManager,
 )
-from sidecar.models import FINISHED, GenerationStatus
+from sidecar.core.models import FINISHED, GenerationStatus
+from sidecar.version import __version__
 
 __all__ = [
     "DURATION_BUCKETS",

@@ -15,12 +15,12 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar import __version__
-from sidecar.clock import ManualClock
-from sidecar.config import CapacityPolicy, ManagerConfig
-from sidecar.errors import SessionCapacityError
-from sidecar.manager import SessionManager
+from sidecar.core.clock import ManualClock
+from sidecar.core.config import CapacityPolicy, ManagerConfig
+from sidecar.core.errors import SessionCapacityError
+from sidecar.core.manager import SessionManager
+from sidecar.core.models import GenerationRequest, GenerationSession
 from sidecar.metrics import SidecarMetrics
-from sidecar.models import GenerationRequest, GenerationSession
 
 STATUSES = ["pending", "processing", "completed", "failed"]
 BUCKETS = ["under_1h", "1h_to_6h", "6h_to_24h", "over_24h"]
