@@ -23,6 +23,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from sidecar.core.clock import EPOCH
+from sidecar.core.figures import Health
 from sidecar.core.manager import (
     AGE_BUCKETS,
     EventType,
@@ -42,7 +43,7 @@ __all__ = [
     "well_formed_accept",
 ]
 
-HEALTH_STATES = ("healthy", "warning", "critical")
+HEALTH_STATES = tuple(Health)
 # A generation takes seconds to tens of minutes; sessions live at most a day.
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 21600.0)
 # The sidecar answers from memory: sub-millisecond to tens of milliseconds. Few buckets on

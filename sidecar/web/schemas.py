@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field
 from pydantic_core import PydanticCustomError
 
 from sidecar.core.config import CapacityPolicy, Seconds
+from sidecar.core.figures import Health
 from sidecar.core.models import GenerationStatus, ProgressUpdate, ScenePrompt
 
 __all__ = [
@@ -199,7 +200,7 @@ class PerformanceStats(_Answer):
 class HealthReport(_Answer):
     """SessionManager.get_health_status()."""
 
-    overall_health: Literal["healthy", "warning", "critical"]
+    overall_health: Health
     session_count: int
     utilization_percent: float
     stuck_sessions: int

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from flask import Flask, Response, request
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json, to_json
-from werkzeug.datastructures import Headers
 
 from sidecar.core.errors import SessionNotFoundError, SessionValidationError
 from sidecar.core.models import (
@@ -118,33 +117,12 @@ def _validated(validate: Callable[[Any], T], data: Any) -> T:
         raise from_pydantic(exc) from None
 
 
-class _JsonAnswer(Response):
-    """A JSON success answer, built whole from bytes.
-
-    Its headers need none of werkzeug's fix-ups when it is sent (`get_wsgi_headers`: a copy of
-    the headers, IRI conversion of Location, Content-Length rules for 1xx/204/304 answers,
-    counting the body): the status is a 2xx with a body, Content-Length is set from the bytes
-    here, and a Location is a plain ASCII path built from a UUID. Skipping them saves about
-    1.5 us on every answer of the API's hottest routes.
-    """
-
-    def __init__(self, body: bytes, status: int = 200, location: str | None = None) -> None:
-        if not 200 <= status < 300 or status == 204:
-            raise ValueError(f"a JSON answer has a 2xx status with a body, not {status}")
-        super().__init__(body, status, content_type=JSON)
-        if location is not None:
-            self.headers["Location"] = location
-
-    def get_wsgi_headers(self, environ: WSGIEnvironment) -> Headers:
-        return self.headers
-
-
 def _json(payload: bytes, status: int = 200) -> Response:
-    return _JsonAnswer(payload, status)
+    return Response(payload, status, content_type=JSON)
 
 
 def _session_json(session: GenerationSession, status: int = 200) -> Response:
-    return _JsonAnswer(_session.dump_json(session), status)
+    return Response(_session.dump_json(session), status, content_type=JSON)
 
 
 class Api:
@@ -185,7 +163,9 @@ class Api:
         generation = self._body(_generation_request.validate_python)
         session = self._manager.create_session(generation)
         location = f"{SESSIONS}/{session.session_id}"
-        return _JsonAnswer(_session.dump_json(session), 201, location)
+        response = _session_json(session, 201)
+        response.headers["Location"] = location
+        return response
 
     def list_sessions(self) -> Response:
         status, cursor, limit = _page_query()
