@@ -7,7 +7,10 @@ from dataclasses import dataclass
 
 from sidecar.core.models import GenerationSession, GenerationStatus
 
-__all__ = ["EventType", "RemovalReason", "SessionEvent"]
+__all__ = ["REJECTED_CAPACITY", "EventType", "RemovalReason", "SessionEvent"]
+
+# Why a create was refused: the only reason today, and the label value of the rejected counter.
+REJECTED_CAPACITY = "capacity"
 
 
 class EventType(enum.StrEnum):

@@ -16,9 +16,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from sidecar.core.clock import Clock, SystemClock, to_micros
 from sidecar.core.config import CapacityPolicy, ManagerConfig
@@ -30,11 +30,12 @@ from sidecar.core.errors import (
     SessionNotFoundError,
     SessionValidationError,
 )
-from sidecar.core.events import EventType, RemovalReason, SessionEvent
+from sidecar.core.events import REJECTED_CAPACITY, EventType, RemovalReason, SessionEvent
 from sidecar.core.figures import AGE_BUCKETS, ManagerSnapshot, health_of
 from sidecar.core.ids import new_session_id
 from sidecar.core.models import (
     FINISHED,
+    ErrorMessage,
     GenerationRequest,
     GenerationSession,
     GenerationStatus,
@@ -104,9 +105,7 @@ _scenes_adapter = TypeAdapter(tuple[ScenePrompt, ...])
 _status_adapter = TypeAdapter(GenerationStatus)
 _request_adapter = TypeAdapter(GenerationRequest)
 _scene_adapter = TypeAdapter(ScenePrompt)
-_error_message_adapter: TypeAdapter[str | None] = TypeAdapter(
-    Annotated[str, Field(max_length=2000)] | None
-)
+_error_message_adapter: TypeAdapter[str | None] = TypeAdapter(ErrorMessage | None)
 
 
 def _validation_error(exc: ValidationError, *loc: str) -> SessionValidationError:
@@ -458,7 +457,7 @@ class SessionManager:
                 self._expire(now, None)
             while len(self._store) >= self._config.max_sessions:
                 if self._config.capacity_policy is CapacityPolicy.REJECT:
-                    self._counters.rejected["capacity"] += 1
+                    self._counters.rejected[REJECTED_CAPACITY] += 1
                     raise SessionCapacityError(self._config.max_sessions)
                 evicted.append(self._evict_one())
             session = GenerationSession(
@@ -847,7 +846,7 @@ class SessionManager:
             by_status = dict(store.count_by_status())
             c = self._counters
             removed = {r: c.removed[r] for r in RemovalReason}
-            rejected = {"capacity": c.rejected["capacity"]}
+            rejected = {REJECTED_CAPACITY: c.rejected[REJECTED_CAPACITY]}
             transitions = {t: c.transitions[t] for t in KNOWN_TRANSITIONS}
             counters = (c.created, c.cleanup_runs, c.cleanup_errors, c.cleanup_last_run)
         utilization = total / cfg.max_sessions

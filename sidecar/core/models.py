@@ -32,10 +32,16 @@ __all__ = [
     "ProgressUpdate",
     "ScenePrompt",
     "FINISHED",
+    "MAX_ERROR_MESSAGE",
+    "MAX_SCENES",
+    "ErrorMessage",
     "evolve",
 ]
 
 _EDGE = ConfigDict(extra="forbid", str_max_length=100_000)
+MAX_SCENES = 100  # scene numbers run from 1 to num_scenes, at most this
+MAX_ERROR_MESSAGE = 2000  # characters
+ErrorMessage = Annotated[str, Field(max_length=MAX_ERROR_MESSAGE)]
 
 
 def _not_blank(value: str) -> str:
@@ -76,7 +82,7 @@ class GenerationRequest:
 
     story_text: Annotated[str, Field(min_length=1, max_length=100_000), NonBlank]
     media_type: MediaType = MediaType.CINEMATIC
-    num_scenes: Annotated[int, Strict(), Field(ge=1, le=100)] = 5
+    num_scenes: Annotated[int, Strict(), Field(ge=1, le=MAX_SCENES)] = 5
 
 
 @dataclass(frozen=True, slots=True, config=_EDGE)
@@ -104,7 +110,7 @@ class ProgressUpdate:
 class ScenePrompt:
     """One generated scene; `scene_number` runs from 1 to its session's `num_scenes`."""
 
-    scene_number: Annotated[int, Strict(), Field(ge=1, le=100)]
+    scene_number: Annotated[int, Strict(), Field(ge=1, le=MAX_SCENES)]
     prompt: Annotated[str, Field(min_length=1, max_length=10_000), NonBlank]
     title: Annotated[str, Field(max_length=200)] | None = None
     negative_prompt: Annotated[str, Field(max_length=10_000)] | None = None

@@ -23,7 +23,7 @@ from sidecar.metrics import SidecarMetrics
 from sidecar.settings import Settings
 from sidecar.web.auth import Scope, TokenGuard, scope_of
 from sidecar.web.context import EXTENSION, Sidecar, get_sidecar
-from sidecar.web.problems import Problem, register_error_handlers, shutting_down
+from sidecar.web.problems import UNMATCHED_ROUTE, Problem, register_error_handlers, shutting_down
 from sidecar.web.routes import OPERATIONS
 from sidecar.web.views import register_routes
 
@@ -34,7 +34,6 @@ __all__ = ["EXTENSION", "UNMATCHED_ROUTE", "Sidecar", "create_app", "get_sidecar
 
 logger = logging.getLogger(__name__)
 
-UNMATCHED_ROUTE = "<unmatched>"
 # Any other method becomes "other", so a client cannot invent metric label values.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 

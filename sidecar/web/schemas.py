@@ -15,7 +15,13 @@ from pydantic_core import PydanticCustomError
 
 from sidecar.core.config import CapacityPolicy, Seconds
 from sidecar.core.figures import Health
-from sidecar.core.models import GenerationStatus, ProgressUpdate, ScenePrompt
+from sidecar.core.models import (
+    MAX_SCENES,
+    ErrorMessage,
+    GenerationStatus,
+    ProgressUpdate,
+    ScenePrompt,
+)
 
 __all__ = [
     "BulkStatusRequest",
@@ -38,10 +44,8 @@ __all__ = [
 ]
 
 MAX_BULK_IDS = 1000
-MAX_SCENES = 100  # scene numbers run from 1 to num_scenes, at most 100
 
 _BODY = ConfigDict(extra="forbid")
-ErrorMessage = Annotated[str, Field(max_length=2000)]
 SessionId = Annotated[str, Field(min_length=1, max_length=200)]
 StrictInt = Annotated[int, Strict()]
 StrictFloat = Annotated[float, Strict()]

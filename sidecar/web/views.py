@@ -20,6 +20,7 @@ from pydantic_core import from_json, to_json
 
 from sidecar.core.errors import SessionNotFoundError, SessionValidationError
 from sidecar.core.models import (
+    MAX_SCENES,
     GenerationRequest,
     GenerationSession,
     GenerationStatus,
@@ -30,7 +31,6 @@ from sidecar.store import Cursor
 from sidecar.web.problems import Problem, from_pydantic, validation_problem
 from sidecar.web.routes import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, OPERATIONS, SESSIONS
 from sidecar.web.schemas import (
-    MAX_SCENES,
     BulkStatusRequest,
     BulkStatusResult,
     CleanupRequest,
