@@ -207,3 +207,14 @@ def test_spellings_the_router_serves_are_checked_by_their_route(make_app: MakeAp
     # The admin scope likewise, by the route that serves the request.
     assert client.get("/api/v1/admin%2fconfig").status_code == 401
     assert client.get("/api/v1/admin%2fconfig", headers=bearer(ADMIN)).status_code == 200
+
+
+def test_a_view_checks_its_token_even_without_the_gate_in_front(make_app: MakeApp) -> None:
+    app = make_app(metrics_token=METRICS, api_token=API)
+    gate = app.wsgi_app
+    app.wsgi_app = gate._app  # type: ignore[attr-defined,method-assign]
+    client = app.test_client()
+
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/api/v1/stats").status_code == 401
+    assert client.get("/metrics", headers=bearer(METRICS)).status_code == 200
