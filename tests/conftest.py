@@ -161,11 +161,11 @@ def transition_counts(registry: CollectorRegistry) -> dict[tuple[str, str], floa
     }
 
 
-def require_binary(name: str) -> str:
+def require_binary(name: str, package: str = "prometheus") -> str:
     """Path of an external tool; under CI (CI=true) a missing one fails instead of skipping."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (Debian package: prometheus); .ci/run installs it"
+        message = f"{name} is not installed (Debian package: {package}); .ci/run installs it"
         if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
             pytest.fail(message)
         pytest.skip(message)
@@ -175,6 +175,11 @@ def require_binary(name: str) -> str:
 @pytest.fixture
 def promtool() -> str:
     return require_binary("promtool")
+
+
+@pytest.fixture
+def amtool() -> str:
+    return require_binary("amtool", package="prometheus-alertmanager")
 
 
 # ---------------------------------------------------------------------- the web layer
