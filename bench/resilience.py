@@ -15,11 +15,11 @@ from typing import Any
 
 from bench.attacks import Probe, idle, non_readers, open_files_for, probe, slowloris
 from bench.common import Figure, Log, Section, fmt
-from sidecar.app import create_app, get_sidecar
-from sidecar.manager import SessionManager
-from sidecar.models import GenerationRequest
+from sidecar.core.manager import SessionManager
+from sidecar.core.models import GenerationRequest
 from sidecar.server import SidecarServer
 from sidecar.settings import Settings
+from sidecar.web.app import create_app, get_sidecar
 
 THREADS = 8
 SESSIONS = 1000

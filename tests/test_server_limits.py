@@ -16,11 +16,11 @@ import pytest
 from conftest import poll
 
 from bench.attacks import idle, non_readers, open_files_for, probe, slowloris
-from sidecar.app import create_app, get_sidecar
-from sidecar.manager import SessionManager
-from sidecar.models import GenerationRequest
+from sidecar.core.manager import SessionManager
+from sidecar.core.models import GenerationRequest
 from sidecar.server import SidecarServer, connection_adjustments
 from sidecar.settings import Settings
+from sidecar.web.app import create_app, get_sidecar
 
 pytestmark = pytest.mark.process
 
