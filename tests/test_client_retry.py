@@ -1,0 +1,142 @@
+"""Retries through real failures of a real `sidecar serve`: a drain, and a connection dropped.
+
+To make the failure land on a request deterministically, the client's transport is httpx's
+real HTTPTransport behind `PausingTransport`, which sends the first byte of the first body,
+runs the test's hook (SIGTERM or SIGKILL the server), then sends the rest. The server has the
+request half read when the hook runs: a draining server finishes reading it and answers 503,
+a killed one leaves the client with a dropped connection. The client's injected `sleep` is where
+the test restarts the server on the same port, so no test sleeps and every wait is recorded.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from conftest import SidecarProcess, SidecarSpawner
+
+from sidecar.client import RetryPolicy, SidecarClient, TransportError
+from sidecar.models import GenerationRequest
+
+pytestmark = pytest.mark.process
+
+REQUEST = GenerationRequest(story_text="A fox finds a lantern in the snow.", num_scenes=3)
+DRAINING = re.compile(r"shutting down: not accepting")
+
+
+class PausingTransport(httpx.BaseTransport):
+    """httpx's own transport; the first request with a body pauses after one byte for `hook`."""
+
+    def __init__(self, hook: Callable[[], None]) -> None:
+        self._real = httpx.HTTPTransport()
+        self._hook = hook
+        self._paused = False
+        self.outcomes: list[str] = []  # each try: its status, or the exception it raised
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if not self._paused and request.content:
+            self._paused = True
+            body = request.content
+
+            def halves() -> Iterator[bytes]:
+                yield body[:1]
+                self._hook()
+                yield body[1:]
+
+            # The headers keep the Content-Length, so the body is sent as it was framed.
+            request = httpx.Request(
+                request.method, request.url, headers=request.headers, content=halves()
+            )
+        try:
+            response = self._real.handle_request(request)
+        except httpx.TransportError as exc:
+            self.outcomes.append(type(exc).__name__)
+            raise
+        self.outcomes.append(str(response.status_code))
+        return response
+
+    def close(self) -> None:
+        self._real.close()
+
+
+class Restarter:
+    """The client's sleep: records each wait and brings the stopped server back on its port."""
+
+    def __init__(self, sidecars: SidecarSpawner, server: SidecarProcess) -> None:
+        self._sidecars = sidecars
+        self.server = server
+        self.port = urlsplit(server.url).port
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        if self.server.process.poll() is None:
+            self.server.wait(timeout=30)  # the drain ends within its 5 s
+        self.server = self._sidecars(port=self.port)
+
+
+def test_a_create_retries_through_a_drain_onto_the_restarted_server(
+    sidecars: SidecarSpawner,
+) -> None:
+    server = sidecars()
+
+    def drain() -> None:
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for_line(DRAINING, timeout=15)
+
+    transport = PausingTransport(drain)
+    restart = Restarter(sidecars, server)
+    with SidecarClient(server.url, transport=transport, sleep=restart, draw=lambda: 0.0) as c:
+        session = c.create_session(REQUEST)
+        assert transport.outcomes == ["503", "201"]
+        assert restart.waits == [5.0]  # the 503's Retry-After, longer than the 0.05 s backoff
+        assert restart.server.url == server.url
+        assert [s.session_id for s in c.iter_sessions()] == [session.session_id]
+
+
+def test_a_create_retries_through_a_dropped_connection_with_its_backoff(
+    sidecars: SidecarSpawner,
+) -> None:
+    server = sidecars()
+
+    def crash() -> None:
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(15)
+
+    transport = PausingTransport(crash)
+    restart = Restarter(sidecars, server)
+    policy = RetryPolicy(backoff=0.2, jitter=0.5)
+    with SidecarClient(
+        server.url, transport=transport, retry=policy, sleep=restart, draw=lambda: 0.5
+    ) as c:
+        session = c.create_session(REQUEST)
+        assert transport.outcomes[0] in {"WriteError", "RemoteProtocolError", "ReadError"}
+        assert transport.outcomes[1:] == ["201"]
+        assert restart.waits == [pytest.approx(0.15)]  # 0.2 * (0.5 + 0.5 * 0.5)
+        assert c.stats().total_sessions == 1
+        assert c.get_session(session.session_id).session_id == session.session_id
+
+
+def test_a_post_without_a_key_is_not_retried_after_a_dropped_connection(
+    sidecars: SidecarSpawner,
+) -> None:
+    server = sidecars()
+
+    def crash() -> None:
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(15)
+
+    transport = PausingTransport(crash)
+    waits: list[float] = []
+    with (
+        SidecarClient(server.url, transport=transport, sleep=waits.append) as c,
+        pytest.raises(TransportError) as caught,
+    ):
+        c.bulk_status(["a", "b"], "failed")
+    assert caught.value.method == "POST"
+    assert len(transport.outcomes) == 1
+    assert waits == []
