@@ -47,9 +47,11 @@ class RemoteSessionManager:
         token: str | None = None,
         *,
         client: SidecarClient | None = None,
+        page_size: int = 1000,
         **client_options: Any,
     ) -> None:
         self.client = client or SidecarClient(base_url, token, **client_options)
+        self.page_size = page_size  # sessions per listing request
 
     def __enter__(self) -> RemoteSessionManager:
         return self
@@ -132,7 +134,7 @@ class RemoteSessionManager:
         return self.client.stats().total_sessions
 
     def _summaries(self, status: GenerationStatus | str | None = None) -> Iterator[Any]:
-        return self.client.iter_sessions(status)
+        return self.client.iter_sessions(status, self.page_size)
 
     def get_all_sessions_info(self) -> list[dict[str, Any]]:
         """The summary of every session, walking the listing's pages."""
@@ -166,11 +168,11 @@ class RemoteSessionManager:
         return self.client.cleanup("expired", _hours(max_age_hours)).removed
 
     def cleanup_failed_sessions(self, max_age_hours: float | None = None) -> int:
-        """Remove failed sessions past their age limit."""
+        """Remove failed sessions: all of them, or those older than `max_age_hours`."""
         return self.client.cleanup("failed", _hours(max_age_hours)).removed
 
     def cleanup_completed_sessions(self, max_age_hours: float | None = None) -> int:
-        """Remove completed sessions past their age limit."""
+        """Remove completed sessions older than `max_age_hours` (default: the server's limit)."""
         return self.client.cleanup("completed", _hours(max_age_hours)).removed
 
     def force_cleanup_all(self) -> int:
