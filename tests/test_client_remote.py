@@ -100,6 +100,8 @@ def test_cleanup_reconfigure_and_figures(remote: RemoteSessionManager) -> None:
     assert remote.cleanup_failed_sessions() == 1  # every failed one, as the seed did
     assert remote.cleanup_expired_sessions(1.0) == 0
     assert remote.cleanup_expired_sessions(1e-9) == 1
+    with pytest.raises(SessionValidationError):  # hours: 90,000 h is past the 10-year bound
+        remote.cleanup_expired_sessions(90_000)
     config = remote.reconfigure(max_sessions=20, cleanup_interval=600)
     assert config == ManagerConfig(max_sessions=20, cleanup_interval_seconds=600.0)
     remote.create_session(REQUEST)
