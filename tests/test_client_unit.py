@@ -188,9 +188,12 @@ def test_each_create_sends_a_fresh_key_and_reuses_it_on_its_retries() -> None:
         client.create_session(REQUEST, idempotency_key='"mine"')
     keys = [r.headers["Idempotency-Key"] for r in seen]
     assert len(keys) == 6
-    assert keys[0] == keys[1] and keys[2] == keys[3] and keys[0] != keys[2]
+    assert keys[0] == keys[1]
+    assert keys[2] == keys[3]
+    assert keys[0] != keys[2]
     assert keys[4] == keys[5] == '"mine"'
-    assert keys[0].startswith('"') and keys[0].endswith('"')  # an sf-string, as the draft asks
+    assert keys[0].startswith('"')
+    assert keys[0].endswith('"')
     assert len(sleeps) == 3
 
 
