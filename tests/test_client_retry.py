@@ -10,16 +10,17 @@ the test restarts the server on the same port, so no test sleeps and every wait 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from conftest import SidecarProcess, SidecarSpawner
 
-from sidecar.client import RetryPolicy, SidecarClient, TransportError
+from sidecar.client import AsyncSidecarClient, RetryPolicy, SidecarClient, TransportError
 from sidecar.models import GenerationRequest
 
 pytestmark = pytest.mark.process
@@ -79,6 +80,16 @@ class Restarter:
         self.server = self._sidecars(port=self.port)
 
 
+def killer(server: SidecarProcess) -> Callable[[], None]:
+    """A hook that SIGKILLs `server` and waits for it to be gone: its connections drop."""
+
+    def crash() -> None:
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(15)
+
+    return crash
+
+
 def test_a_create_retries_through_a_drain_onto_the_restarted_server(
     sidecars: SidecarSpawner,
 ) -> None:
@@ -103,11 +114,7 @@ def test_a_create_retries_through_a_dropped_connection_with_its_backoff(
 ) -> None:
     server = sidecars()
 
-    def crash() -> None:
-        server.process.send_signal(signal.SIGKILL)
-        server.process.wait(15)
-
-    transport = PausingTransport(crash)
+    transport = PausingTransport(killer(server))
     restart = Restarter(sidecars, server)
     policy = RetryPolicy(backoff=0.2, jitter=0.5)
     with SidecarClient(
@@ -126,11 +133,7 @@ def test_a_post_without_a_key_is_not_retried_after_a_dropped_connection(
 ) -> None:
     server = sidecars()
 
-    def crash() -> None:
-        server.process.send_signal(signal.SIGKILL)
-        server.process.wait(15)
-
-    transport = PausingTransport(crash)
+    transport = PausingTransport(killer(server))
     waits: list[float] = []
     with (
         SidecarClient(server.url, transport=transport, sleep=waits.append) as c,
@@ -140,3 +143,56 @@ def test_a_post_without_a_key_is_not_retried_after_a_dropped_connection(
     assert caught.value.method == "POST"
     assert len(transport.outcomes) == 1
     assert waits == []
+
+
+class AsyncPausingTransport(httpx.AsyncBaseTransport):
+    """PausingTransport for AsyncSidecarClient: httpx's async transport, one body paused."""
+
+    def __init__(self, hook: Callable[[], None]) -> None:
+        self._real = httpx.AsyncHTTPTransport()
+        self._hook = hook
+        self._paused = False
+        self.outcomes: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not self._paused and request.content:
+            self._paused = True
+            body = request.content
+
+            async def halves() -> AsyncIterator[bytes]:
+                yield body[:1]
+                self._hook()  # blocks the loop on purpose: nothing else runs meanwhile
+                yield body[1:]
+
+            request = httpx.Request(
+                request.method, request.url, headers=request.headers, content=halves()
+            )
+        response = await self._real.handle_async_request(request)
+        self.outcomes.append(str(response.status_code))
+        return response
+
+    async def aclose(self) -> None:
+        await self._real.aclose()
+
+
+def test_the_async_client_retries_through_a_drain(sidecars: SidecarSpawner) -> None:
+    server = sidecars()
+
+    def drain() -> None:
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for_line(DRAINING, timeout=15)
+
+    transport = AsyncPausingTransport(drain)
+    restart = Restarter(sidecars, server)
+
+    async def sleep(seconds: float) -> None:
+        restart(seconds)
+
+    async def run() -> list[str]:
+        async with AsyncSidecarClient(server.url, transport=transport, sleep=sleep) as c:
+            await c.create_session(REQUEST)
+            return [s.session_id async for s in c.iter_sessions()]
+
+    assert len(asyncio.run(run())) == 1
+    assert transport.outcomes == ["503", "201", "200"]  # the create twice, then the listing
+    assert restart.waits == [5.0]
