@@ -22,7 +22,9 @@ from sidecar.client import (
     SidecarClient,
     TransportError,
     UnauthorizedError,
+    UnexpectedAnswerError,
 )
+from sidecar.client.calls import Call, CallBuilder
 from sidecar.config import CapacityPolicy, ManagerConfig
 from sidecar.errors import (
     InvalidTransitionError,
@@ -255,3 +257,10 @@ def test_no_server_is_a_transport_error_after_the_retries(sidecars: SidecarSpawn
         c.stats()
     assert len(sleeps) == 2
     assert caught.value.method == "GET"
+
+
+def test_a_success_answer_of_another_shape_is_an_unexpected_answer(client: SidecarClient) -> None:
+    wrong = CallBuilder.get_session("x")  # read a session from what /livez answers
+    with pytest.raises(UnexpectedAnswerError) as caught:
+        client.send(Call("GET", "/livez", wrong.read))
+    assert (caught.value.status, caught.value.url) == (200, "/livez")

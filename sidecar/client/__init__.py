@@ -21,6 +21,7 @@ from sidecar.client.errors import (
     TransportError,
     UnauthorizedError,
     UnavailableError,
+    UnexpectedAnswerError,
 )
 from sidecar.client.remote import RemoteSessionManager
 from sidecar.client.retry import NO_RETRY, RetryPolicy
@@ -44,4 +45,5 @@ __all__ = [
     "TransportError",
     "UnauthorizedError",
     "UnavailableError",
+    "UnexpectedAnswerError",
 ]

@@ -8,6 +8,7 @@ Each of those is a client-side subclass that also carries the problem's fields (
 SessionManagerError                              (sidecar.errors)
 └── SidecarClientError                           everything the client raises
     ├── TransportError                           no answer: connect, read, write, timeout
+    ├── UnexpectedAnswerError                    a success answer not of the route's shape
     ├── NotRemotableError  (NotImplementedError) a seed call that needs the manager in-process
     └── ProblemError                             an error answer: .status .type .title .detail
         ├── RemoteSessionNotFoundError           404   also SessionNotFoundError .session_id
@@ -56,6 +57,7 @@ __all__ = [
     "TransportError",
     "UnauthorizedError",
     "UnavailableError",
+    "UnexpectedAnswerError",
     "error_from_response",
     "retry_after_seconds",
 ]
@@ -75,6 +77,17 @@ class TransportError(SidecarClientError):
         super().__init__(f"{method} {url}: no answer ({type(cause).__name__}: {cause})")
         self.method = method
         self.url = url
+        self.cause = cause
+
+
+class UnexpectedAnswerError(SidecarClientError):
+    """A 2xx answer whose body is not what the route answers (another service on the port?)."""
+
+    def __init__(self, method: str, url: str, status: int, cause: Exception) -> None:
+        super().__init__(f"{method} {url}: {status} answer not of the expected shape: {cause}")
+        self.method = method
+        self.url = url
+        self.status = status
         self.cause = cause
 
 
