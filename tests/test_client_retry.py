@@ -20,7 +20,14 @@ import httpx
 import pytest
 from conftest import SidecarProcess, SidecarSpawner
 
-from sidecar.client import AsyncSidecarClient, RetryPolicy, SidecarClient, TransportError
+from sidecar.client import (
+    NO_RETRY,
+    AsyncSidecarClient,
+    RetryPolicy,
+    SidecarClient,
+    TransportError,
+    UnavailableError,
+)
 from sidecar.models import GenerationRequest
 
 pytestmark = pytest.mark.process
@@ -196,3 +203,21 @@ def test_the_async_client_retries_through_a_drain(sidecars: SidecarSpawner) -> N
     assert len(asyncio.run(run())) == 1
     assert transport.outcomes == ["503", "201", "200"]  # the create twice, then the listing
     assert restart.waits == [5.0]
+
+
+def test_without_retries_a_drain_is_an_unavailable_error_with_retry_after(
+    sidecars: SidecarSpawner,
+) -> None:
+    server = sidecars()
+
+    def drain() -> None:
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for_line(DRAINING, timeout=15)
+
+    with (
+        SidecarClient(server.url, transport=PausingTransport(drain), retry=NO_RETRY) as c,
+        pytest.raises(UnavailableError) as caught,
+    ):
+        c.create_session(REQUEST)
+    error = caught.value
+    assert (error.status, error.slug, error.retry_after) == (503, "shutting-down", 5.0)

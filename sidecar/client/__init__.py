@@ -7,6 +7,11 @@ them. Errors are one tree (see sidecar.client.errors); retries follow a RetryPol
 
 from __future__ import annotations
 
+try:
+    import httpx  # noqa: F401
+except ImportError as exc:  # the core does not need httpx; only this package does
+    raise ImportError("sidecar.client needs httpx: pip install 'session-sidecar[client]'") from exc
+
 from sidecar.client.aio import AsyncSidecarClient
 from sidecar.client.errors import (
     AuthError,
