@@ -10,7 +10,12 @@ from typing import Any, TypeVar
 import httpx
 
 from sidecar.client.calls import Call, CallBuilder
-from sidecar.client.errors import SidecarClientError, TransportError, error_from_response
+from sidecar.client.errors import (
+    SidecarClientError,
+    TransportError,
+    UnexpectedAnswerError,
+    error_from_response,
+)
 from sidecar.client.retry import Attempts, RetryPolicy, may_retry
 from sidecar.config import ManagerConfig
 from sidecar.models import GenerationRequest, GenerationSession, GenerationStatus, ProgressUpdate
@@ -101,7 +106,12 @@ class SidecarClient:
                 error: SidecarClientError = TransportError(call.method, call.path, exc)
             else:
                 if response.is_success:
-                    return call.read(response)
+                    try:
+                        return call.read(response)
+                    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                        raise UnexpectedAnswerError(
+                            call.method, call.path, response.status_code, exc
+                        ) from exc
                 error = error_from_response(response, call.session_id)
             wait = attempts.wait_after(error)
             if wait is None:
