@@ -92,9 +92,12 @@ class AsyncSidecarClient:
             cause: Exception | None = None
             try:
                 response = await self._http.request(
-                    call.method, call.path, content=call.body, params=call.params,
+                    call.method,
+                    call.path,
+                    content=call.body,
+                    params=call.params,
                     headers=call.headers,
-                )  # fmt: skip
+                )
             except httpx.UnsupportedProtocol:
                 raise
             except httpx.TransportError as exc:

@@ -164,10 +164,7 @@ class CallBuilder:
             params["limit"] = limit
         if cursor is not None:
             params["cursor"] = cursor
-        return Call(
-            "GET", f"{API}/sessions", _read_page,
-            params=params,
-        )  # fmt: skip
+        return Call("GET", f"{API}/sessions", _read_page, params=params)
 
     @staticmethod
     def bulk_status(
@@ -177,10 +174,12 @@ class CallBuilder:
         if error_message is not None:
             body["error_message"] = error_message
         return Call(
-            "POST", f"{API}/sessions/bulk/status",
-            lambda r: BulkStatusResult.model_validate_json(r.content), _json(body), None,
-            JSON_HEADERS,
-        )  # fmt: skip
+            "POST",
+            f"{API}/sessions/bulk/status",
+            lambda r: BulkStatusResult.model_validate_json(r.content),
+            body=_json(body),
+            headers=JSON_HEADERS,
+        )
 
     @staticmethod
     def get_session(session_id: str) -> Call[GenerationSession]:
@@ -256,10 +255,12 @@ class CallBuilder:
         if max_age_seconds is not None:
             body["max_age_seconds"] = max_age_seconds
         return Call(
-            "POST", f"{API}/admin/cleanup",
-            lambda r: CleanupResult.model_validate_json(r.content), _json(body), None,
-            JSON_HEADERS,
-        )  # fmt: skip
+            "POST",
+            f"{API}/admin/cleanup",
+            lambda r: CleanupResult.model_validate_json(r.content),
+            body=_json(body),
+            headers=JSON_HEADERS,
+        )
 
     @staticmethod
     def get_config() -> Call[ManagerConfig]:
@@ -268,9 +269,12 @@ class CallBuilder:
     @staticmethod
     def patch_config(changes: Mapping[str, Any]) -> Call[ManagerConfig]:
         return Call(
-            "PATCH", f"{API}/admin/config", lambda r: _config.validate_json(r.content),
-            _json(dict(changes)), None, JSON_HEADERS,
-        )  # fmt: skip
+            "PATCH",
+            f"{API}/admin/config",
+            lambda r: _config.validate_json(r.content),
+            body=_json(dict(changes)),
+            headers=JSON_HEADERS,
+        )
 
     @staticmethod
     def livez() -> Call[Liveness]:

@@ -96,9 +96,12 @@ class SidecarClient:
             cause: Exception | None = None
             try:
                 response = self._http.request(
-                    call.method, call.path, content=call.body, params=call.params,
+                    call.method,
+                    call.path,
+                    content=call.body,
+                    params=call.params,
                     headers=call.headers,
-                )  # fmt: skip
+                )
             except httpx.UnsupportedProtocol:
                 raise
             except httpx.TransportError as exc:
