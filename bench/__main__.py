@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import churn, http_overhead, memory, mutations, resilience, scrape
+from bench import churn, client, http_overhead, memory, mutations, resilience, scrape
 from bench.common import Log, Section, machine_info
 
 BENCHMARKS: dict[int, Callable[[bool, Log], Section]] = {
@@ -22,6 +22,7 @@ BENCHMARKS: dict[int, Callable[[bool, Log], Section]] = {
     4: churn.run,
     5: memory.run,
     6: resilience.run,
+    7: client.run,
 }
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.md"
@@ -112,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=sorted(BENCHMARKS),
         metavar="N",
         help="run only these benchmarks (1 scrape, 2 mutations, 3 http, 4 churn, 5 memory, "
-        "6 resilience)",
+        "6 resilience, 7 client)",
     )
     parser.add_argument(
         "--output",
