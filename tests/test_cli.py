@@ -9,6 +9,7 @@ import re
 import warnings
 
 import pytest
+from conftest import SidecarSpawner
 
 from sidecar import __version__
 from sidecar.cli import main
@@ -385,3 +386,29 @@ def test_simulate_against_nothing_exits_1_with_one_line(
     err = capsys.readouterr().err
     assert err.startswith("sidecar: cannot reach the sidecar:")
     assert err.count("\n") == 1
+
+
+@pytest.mark.process
+@pytest.mark.parametrize(
+    ("args", "settings", "line"),
+    [
+        (
+            ["--host", "notahost"],
+            {"api_token": "a-long-enough-api-token"},
+            "sidecar: invalid --host=notahost: not an IP address or host name",
+        ),
+        (
+            [],
+            {"cleanup_interval_seconds": "1e-300"},
+            "sidecar: invalid SIDECAR_CLEANUP_INTERVAL_SECONDS=1e-300: must be >= 1",
+        ),
+    ],
+    ids=["host", "interval"],
+)
+def test_the_real_command_exits_2_with_one_line(
+    sidecars: SidecarSpawner, args: list[str], settings: dict[str, str], line: str
+) -> None:
+    child = sidecars.start("--port", "0", *args, console_script=True, **settings)
+
+    assert child.wait(30) == 2
+    assert child.lines() == [line]
