@@ -3,19 +3,25 @@ service against one, `sidecar selfcheck` exercises the core.
 
 Every `serve` flag mirrors a SIDECAR_* environment variable (flags win over the environment,
 the environment over defaults). A bad value or a usage error exits with status 2 and one line
-on stderr.
+on stderr, before anything is started.
 """
 
 from __future__ import annotations
 
 import argparse
+import enum
+import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args, get_origin
 
 from pydantic import ValidationError
 
 from sidecar.version import __version__
+
+if TYPE_CHECKING:
+    from pydantic.fields import FieldInfo
 
 __all__ = ["build_parser", "main"]
 
@@ -45,61 +51,121 @@ def _selfcheck(_args: argparse.Namespace) -> int:
         session = manager.create_session(GenerationRequest(story_text="A fox finds a lantern."))
         manager.update_session_status(session.session_id, "processing")
         manager.update_session_status(session.session_id, "completed")
-        print(manager.get_health_status())
+        print(json.dumps(manager.get_health_status()))
     return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
     from sidecar.logs import configure_logging
     from sidecar.server import is_loopback, serve
-    from sidecar.settings import Settings, describe_errors
+    from sidecar.settings import Settings, describe_errors, host_problem, source_name
 
     overrides = {name: value for name, value in vars(args).items() if name in Settings.model_fields}
+    given = frozenset(overrides)
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        return _fail(describe_errors(exc, frozenset(overrides)))
-    if (
-        not is_loopback(settings.host)
-        and settings.api_token is None
-        and not settings.allow_unauthenticated
-    ):
+        return _fail(describe_errors(exc, given))
+    problem = host_problem(settings.host, given)
+    if problem is not None:
+        return _fail(problem)
+    host_from = source_name("host", given)
+    unauthenticated = not is_loopback(settings.host) and settings.api_token is None
+    if unauthenticated and not settings.allow_unauthenticated:
         return _fail(
-            f"refusing to listen on {settings.host} without SIDECAR_API_TOKEN; "
-            "set a token or pass --allow-unauthenticated"
+            f"refusing to listen on {settings.host} ({host_from}) without an API token; "
+            "set SIDECAR_API_TOKEN or pass --allow-unauthenticated"
         )
-    tokens = (settings.secret("api_token"), settings.secret("admin_token"))
-    secrets = [t for t in (*tokens, settings.secret("metrics_token")) if t]
-    configure_logging(settings.log_level, settings.log_format, secrets=secrets)
+    configure_logging(settings.log_level, settings.log_format)
+    if unauthenticated:
+        logging.getLogger("sidecar.cli").warning(
+            "serving %s without an API token (allowed by %s)",
+            settings.host,
+            source_name("allow_unauthenticated", given),
+        )
     return serve(settings)
 
 
+def _metavar(name: str, field: FieldInfo) -> str:
+    """What a flag takes, in words: its choices, or the kind of value."""
+    choices = _choices(field)
+    if choices:
+        return "{" + ",".join(choices) + "}"
+    kind = field.annotation
+    if name.endswith("_token"):
+        return "TOKEN"
+    if name.endswith("_seconds"):
+        return "SECONDS"
+    if kind is int:
+        return "N"
+    if kind is float:
+        return "RATIO" if name.endswith("_utilization") else "NUMBER"
+    return name.upper()
+
+
+def _choices(field: FieldInfo) -> tuple[str, ...]:
+    kind: Any = field.annotation
+    if get_origin(kind) is Literal:
+        return tuple(str(choice) for choice in get_args(kind))
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return tuple(str(member.value) for member in kind)
+    return ()
+
+
 def _add_serve(sub: argparse._SubParsersAction[_Parser]) -> None:
-    from sidecar.settings import SECRET_FIELDS, Settings, env_name, flag_name
+    from sidecar.core.config import MANAGER_SETTINGS, bounds_of, describe_bounds
+    from sidecar.settings import MIN_TOKEN_LENGTH, SECRET_FIELDS, Settings, env_name, flag_name
 
     parser = sub.add_parser(
         "serve",
         help="serve the JSON API and /metrics",
-        description="Serve the JSON API and /metrics. Each flag overrides its variable.",
+        description="Serve the JSON API and /metrics. Each flag overrides its variable; "
+        "choices are taken in any case, in flags and variables alike. Live settings can also "
+        "be changed while running, with PATCH /api/v1/admin/config.",
     )
-    for name, field in Settings.model_fields.items():
+    manager = {spec.name for spec in MANAGER_SETTINGS}
+    live = {spec.name for spec in MANAGER_SETTINGS if spec.live}
+    fields = Settings.model_fields
+    # The process's own settings first (host, port, ...), then the manager's.
+    for name in sorted(fields, key=lambda n: n in manager):
+        field = fields[name]
         if field.annotation is bool:
             parser.add_argument(
                 flag_name(name),
                 action="store_true",
                 default=argparse.SUPPRESS,
-                help=f"{field.description} [{env_name(name)}]",
+                help=f"{field.description} [{env_name(name)}, default off]",
             )
             continue
-        default = "unset" if field.default is None else str(field.default)
-        note = " Visible to other local users in the process list." if name in SECRET_FIELDS else ""
+        parts = [field.description or ""]
+        if name in SECRET_FIELDS:
+            parts.append(
+                f"At least {MIN_TOKEN_LENGTH} visible ASCII characters; the flag is visible "
+                "to other local users in the process list."
+            )
+        choices = _choices(field)
+        allowed = ", ".join(choices) if choices else describe_bounds(bounds_of(field))
+        if allowed:
+            parts.append(f"Allowed: {allowed}.")
+        if name in live:
+            parts.append("Live.")
+        default = "unset" if field.default is None else _shown(field.default)
+        parts.append(f"[{env_name(name)}, default {default}]")
         parser.add_argument(
             flag_name(name),
             default=argparse.SUPPRESS,
-            metavar="VALUE",
-            help=f"{field.description}{note} [{env_name(name)}, default {default}]",
+            metavar=_metavar(name, field),
+            help=" ".join(parts).replace("%", "%%"),
         )
-    parser.set_defaults(handler=_serve)
+    parser.set_defaults(handler=_serve, parser=parser)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -162,7 +228,7 @@ def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
     parser.add_argument("--token", help="API bearer token [SIDECAR_API_TOKEN]")
     parser.add_argument("--seed", type=int, help="random seed, for a repeatable run")
-    parser.set_defaults(handler=_simulate)
+    parser.set_defaults(handler=_simulate, parser=parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,14 +238,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(sub)
     _add_simulate(sub)
-    selfcheck = sub.add_parser("selfcheck", help="exercise the session core once, print health")
-    selfcheck.set_defaults(handler=_selfcheck)
+    selfcheck = sub.add_parser(
+        "selfcheck",
+        help="exercise the session core once, print its health as JSON",
+        description="Create a session in a manager of its own, complete it, print the health "
+        "report as one JSON object; no server is started. Exit 0 when the core works.",
+    )
+    selfcheck.set_defaults(handler=_selfcheck, parser=selfcheck)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sidecar` command."""
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        # Named by the subcommand's parser, so the line points at `sidecar serve --help`.
+        command: argparse.ArgumentParser = args.parser
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
     handler: Handler = args.handler
     return handler(args)
 

@@ -1,7 +1,10 @@
 """Logging setup: one line per event, as text or JSON, on stderr.
 
-Nothing the sidecar logs carries a request body; as a second line of defence the formatters
-replace any configured token that shows up in a line with "[redacted]".
+Secrets stay out of the log by construction, not by searching lines for them: the sidecar's
+own lines name a request by its method, the route rule that served it (`/api/v1/sessions/
+<session_id>`, never the raw path or query), its status and duration, and nothing logs a
+request's headers or body. The one request text a library logs, waitress's "... while serving
+<path>", loses its path here (`_WithoutRequestText`). Tokens are never handed to this module.
 """
 
 from __future__ import annotations
@@ -9,13 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 __all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
 
-_REDACTED = "[redacted]"
+_WITHHELD = "[path not logged]"
+_SERVING = " while serving "
 # Attributes every LogRecord has; anything else was passed with `extra=` and is logged too.
 _STANDARD = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
@@ -27,18 +30,23 @@ def _timestamp(record: logging.LogRecord) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class _Redacting(logging.Formatter):
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        super().__init__()
-        self._secrets = tuple(s for s in secrets if s)
+class _WithoutRequestText(logging.Filter):
+    """Cuts the raw path from waitress's "Client disconnected while serving /path" lines.
 
-    def _redact(self, line: str) -> str:
-        for secret in self._secrets:
-            line = line.replace(secret, _REDACTED)
-        return line
+    waitress formats the path into the message itself; a client may put anything in a path,
+    so it is never written out. Records of every other logger pass unchanged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "waitress" or record.name.startswith("waitress."):
+            message = record.getMessage()
+            head, found, _path = message.partition(_SERVING)
+            if found:
+                record.msg, record.args = head + _SERVING + _WITHHELD, None
+        return True
 
 
-class TextFormatter(_Redacting):
+class TextFormatter(logging.Formatter):
     """`2026-01-01T00:00:00.000Z INFO sidecar.server: message key=value`, on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -49,10 +57,10 @@ class TextFormatter(_Redacting):
         if record.exc_info:
             # Keep the event on one line: the traceback's newlines are escaped.
             line += " | " + self.formatException(record.exc_info).replace("\n", "\\n")
-        return self._redact(line)
+        return line
 
 
-class JsonFormatter(_Redacting):
+class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, any extras, exception."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -65,22 +73,19 @@ class JsonFormatter(_Redacting):
         entry.update((k, v) for k, v in vars(record).items() if k not in _STANDARD)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        # Redact before encoding too: JSON escapes a token holding a quote or a backslash.
-        entry = {k: self._redact(v) if isinstance(v, str) else v for k, v in entry.items()}
-        return self._redact(json.dumps(entry, default=str))
+        return json.dumps(entry, default=str)
 
 
 def configure_logging(
     level: str = "info",
     fmt: str = "text",
     *,
-    secrets: Iterable[str] = (),
     stream: TextIO | None = None,
 ) -> None:
     """Send every logger's records at `level` and above to `stream` (stderr) in `fmt`."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    formatter = JsonFormatter(secrets) if fmt == "json" else TextFormatter(secrets)
-    handler.setFormatter(formatter)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(_WithoutRequestText())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

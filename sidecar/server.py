@@ -279,8 +279,6 @@ def serve(settings: Settings) -> int:
 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        if not is_loopback(settings.host) and settings.api_token is None:
-            logger.warning("serving %s without an API token (allowed by flag)", settings.host)
         for url in server.urls:
             logger.info("listening on %s", url)
         server.serve()

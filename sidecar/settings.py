@@ -1,15 +1,19 @@
 """Process settings: environment variables prefixed SIDECAR_, overridden by `sidecar serve` flags.
 
-The manager's part is checked by `ManagerConfig` itself, so its bounds live in one place;
-`describe_errors` turns any failure into one line that names the variable (or flag) and what
-it accepts, for the command line to print.
+The manager's nine settings are not declared here: their fields (names, types, defaults, bounds
+and help) are made from `sidecar.core.config.MANAGER_SETTINGS`, so a variable, a flag and the
+admin PATCH body take exactly what ManagerConfig takes. `describe_errors` turns any failure
+into one line that names the variable (or flag) and what it accepts, for the command line to
+print. Choices (capacity policy, log level and format) are case-insensitive in variables and
+flags alike.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import ipaddress
+import socket
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -18,19 +22,31 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    create_model,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sidecar.core.config import CapacityPolicy, ManagerConfig
+from sidecar.core.config import MANAGER_SETTINGS, ManagerConfig
 
-__all__ = ["ENV_PREFIX", "SECRET_FIELDS", "Settings", "describe_errors", "env_name"]
+__all__ = [
+    "ENV_PREFIX",
+    "MIN_TOKEN_LENGTH",
+    "SECRET_FIELDS",
+    "Settings",
+    "describe_errors",
+    "env_name",
+    "flag_name",
+    "host_problem",
+    "source_name",
+]
 
 ENV_PREFIX = "SIDECAR_"
 SECRET_FIELDS = frozenset({"api_token", "admin_token", "metrics_token"})
+# A token is a shared secret in a header: 16 visible characters leave guessing hopeless, and a
+# short one ("v1") would also be a piece of ordinary text.
+MIN_TOKEN_LENGTH = 16
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
-
-_DEFAULTS = ManagerConfig()
 
 
 def _lower(value: Any) -> Any:
@@ -44,11 +60,28 @@ def _visible_ascii(token: SecretStr) -> SecretStr:
     return token
 
 
-Token = Annotated[SecretStr, Field(min_length=1), AfterValidator(_visible_ascii)]
+Token = Annotated[SecretStr, Field(min_length=MIN_TOKEN_LENGTH), AfterValidator(_visible_ascii)]
 
 
-class Settings(BaseSettings):
-    """Everything `sidecar serve` can be told; manager fields are validated by ManagerConfig."""
+def _manager_fields() -> dict[str, Any]:
+    """ManagerConfig's fields as settings: same type, default, bounds and help."""
+    fields: dict[str, Any] = {}
+    for spec in MANAGER_SETTINGS:
+        annotation = spec.field.rebuild_annotation()
+        if spec.choices:
+            annotation = Annotated[annotation, BeforeValidator(_lower)]
+        fields[spec.name] = (annotation, Field(spec.default, description=spec.help))
+    return fields
+
+
+if TYPE_CHECKING:  # the checker cannot follow a class made at run time
+    _ManagerSettings = BaseSettings
+else:
+    _ManagerSettings = create_model("_ManagerSettings", __base__=BaseSettings, **_manager_fields())
+
+
+class Settings(_ManagerSettings):
+    """Everything `sidecar serve` can be told: the manager's settings, then the process's."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -60,33 +93,6 @@ class Settings(BaseSettings):
     host: Annotated[str, Field(min_length=1, description="Address to listen on.")] = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535, description="TCP port; 0 picks a free one.")] = 8000
     threads: Annotated[int, Field(ge=1, le=256, description="Request threads.")] = 8
-    max_sessions: Annotated[int, Field(description="Sessions held at most.")] = (
-        _DEFAULTS.max_sessions
-    )
-    cleanup_interval_seconds: Annotated[
-        float, Field(description="Seconds between two automatic cleanup runs.")
-    ] = _DEFAULTS.cleanup_interval_seconds
-    session_max_age_seconds: Annotated[
-        float, Field(description="Age at which any session expires.")
-    ] = _DEFAULTS.session_max_age_seconds
-    failed_max_age_seconds: Annotated[
-        float, Field(description="Age at which a failed session expires.")
-    ] = _DEFAULTS.failed_max_age_seconds
-    completed_max_age_seconds: Annotated[
-        float, Field(description="Age at which a completed session expires.")
-    ] = _DEFAULTS.completed_max_age_seconds
-    stuck_after_seconds: Annotated[
-        float, Field(description="A processing session not updated for this long is stuck.")
-    ] = _DEFAULTS.stuck_after_seconds
-    capacity_policy: Annotated[
-        CapacityPolicy, Field(description="What a create does when full.")
-    ] = _DEFAULTS.capacity_policy
-    warning_utilization: Annotated[
-        float, Field(description="Utilization (0-1] at which health turns warning.")
-    ] = _DEFAULTS.warning_utilization
-    critical_utilization: Annotated[
-        float, Field(description="Utilization (0-1] at which health turns critical.")
-    ] = _DEFAULTS.critical_utilization
     max_body_bytes: Annotated[
         int, Field(ge=1, le=1 << 30, description="Largest request body accepted, in bytes.")
     ] = 1 << 20
@@ -135,9 +141,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _build_manager_config(self) -> Settings:
-        # ManagerConfig holds the bounds; its errors carry the same field names as ours.
-        fields = {f.name for f in dataclasses.fields(ManagerConfig)}
-        self._manager_config = ManagerConfig(**{name: getattr(self, name) for name in fields})
+        # Each field is already checked; ManagerConfig adds the rules across fields.
+        values = {spec.name: getattr(self, spec.name) for spec in MANAGER_SETTINGS}
+        self._manager_config = ManagerConfig(**values)
         return self
 
     @property
@@ -171,10 +177,11 @@ _RULES = {
     "int_from_float": "must be an integer",
     "float_parsing": "must be a number",
     "float_type": "must be a number",
-    "finite_number": "must be a finite number",
+    "finite_number": "not a finite number",
     "bool_parsing": "must be true or false",
     "bool_type": "must be true or false",
-    "string_too_short": "must not be empty",
+    "string_too_short": "must be at least {min_length} characters",
+    "too_short": "must be at least {min_length} characters",
     "extra_forbidden": "is not a known setting",
 }
 
@@ -189,6 +196,8 @@ def _plain(value: Any) -> Any:
 def _allowed(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     ctx = {key: _plain(value) for key, value in (error.get("ctx") or {}).items()}
+    if kind == "string_too_short" and ctx.get("min_length") == 1:
+        return "must not be empty"
     if kind in ("enum", "literal_error"):
         return "must be " + str(ctx.get("expected", "")).replace("'", "")
     rule = _RULES.get(kind)
@@ -196,6 +205,11 @@ def _allowed(error: Mapping[str, Any]) -> str:
         return rule.format(**ctx)
     message = str(error["msg"]).removeprefix("Value error, ")
     return message[:1].lower() + message[1:]
+
+
+def source_name(field: str, from_flags: frozenset[str] = frozenset()) -> str:
+    """Where `field`'s value came from: its flag if one was given, else its variable."""
+    return flag_name(field) if field in from_flags else env_name(field)
 
 
 def describe_errors(exc: ValidationError, from_flags: frozenset[str] = frozenset()) -> str:
@@ -207,11 +221,34 @@ def describe_errors(exc: ValidationError, from_flags: frozenset[str] = frozenset
     for error in exc.errors(include_url=False):
         loc = error["loc"]
         if not loc:
-            parts.append(f"invalid settings: {_allowed(error)}")
+            # A rule across fields: name each field as the flag or variable that set it.
+            words = [
+                source_name(word, from_flags) if word in Settings.model_fields else word
+                for word in _allowed(error).split(" ")
+            ]
+            parts.append(f"invalid settings: {' '.join(words)}")
             continue
         field = str(loc[0])
-        name = flag_name(field) if field in from_flags else env_name(field)
+        name = source_name(field, from_flags)
         value = _plain(error.get("input"))
         shown = "" if field in SECRET_FIELDS or isinstance(value, dict) else f"={value}"
         parts.append(f"invalid {name}{shown}: {_allowed(error)}")
     return "; ".join(parts)
+
+
+def host_problem(host: str, from_flags: frozenset[str] = frozenset()) -> str | None:
+    """Why `host` cannot be listened on (one line naming its flag or variable), or None.
+
+    An IP address is taken as it is; a name must resolve, so that a typo stops `serve` with a
+    clear line instead of a failure inside the server.
+    """
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return f"invalid {source_name('host', from_flags)}={host}: not an IP address or host name"
+    return None

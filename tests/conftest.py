@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -38,6 +39,17 @@ def manager(clock: ManualClock) -> Iterator[SessionManager]:
     mgr = SessionManager(ManagerConfig(max_sessions=10), clock=clock)
     yield mgr
     mgr.shutdown()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """`serve` configures the root logger; put pytest's handlers back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.captureWarnings(False)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from sidecar.web.problems import Problem
 if TYPE_CHECKING:
     from conftest import MakeApp
 
-API, ADMIN, METRICS = "s3cret-api", "s3cret-admin", "s3cret-metrics"
+API, ADMIN, METRICS = "s3cret-api-t0ken-1", "s3cret-admin-t0ken-2", "s3cret-metrics-t0ken-3"
 STORY = {"story_text": "A fox finds a lantern."}
 
 

@@ -23,10 +23,10 @@ if TYPE_CHECKING:
 
 _dump = TypeAdapter(GenerationSession).dump_python
 
-API = {"api_token": "s3cret"}
-ADMIN = {"api_token": "s3cret", "admin_token": "adm1n"}
-METRICS = {"metrics_token": "m3trics"}
-BEARER = {"Authorization": "Bearer s3cret"}
+API = {"api_token": "s3cret-api-t0ken-1"}
+ADMIN = {"api_token": "s3cret-api-t0ken-1", "admin_token": "adm1n-t0ken-2-long"}
+METRICS = {"metrics_token": "m3trics-t0ken-3-long"}
+BEARER = {"Authorization": "Bearer s3cret-api-t0ken-1"}
 PROGRESS = {"current_step": 1, "total_steps": 2}
 CURSOR_OF_WRONG_SHAPE = base64.urlsafe_b64encode(b'{"a": 1}').decode().rstrip("=")
 

@@ -57,7 +57,7 @@ def test_unmatched_paths_and_odd_methods_share_bounded_labels(
 
 
 def test_rejected_requests_are_timed_too(make_app: MakeApp) -> None:
-    app = make_app(api_token="t0ken")
+    app = make_app(api_token="t0ken-for-the-api-1")
 
     app.test_client().post("/api/v1/sessions", json={"story_text": "x"})
 

@@ -24,7 +24,7 @@ from sidecar.web.openapi import build_openapi
 if TYPE_CHECKING:
     from conftest import MakeApp
 
-TOKEN = "fuzz-t0ken"
+TOKEN = "fuzz-t0ken-0123456"
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

@@ -1107,7 +1107,7 @@ def test_reconfigure_rejects_bad_settings_and_keeps_the_old(
 
 def test_constructing_a_manager_starts_no_thread() -> None:
     before = set(threading.enumerate())
-    mgr = SessionManager(ManagerConfig(cleanup_interval_seconds=0.01))
+    mgr = SessionManager(ManagerConfig(cleanup_interval_seconds=1))
     try:
         assert set(threading.enumerate()) == before
         assert mgr.worker_alive is False
@@ -1211,8 +1211,8 @@ def test_reconfiguring_the_interval_wakes_the_worker(
     mgr = make_manager(cleanup_interval_seconds=3600).start()
     make_session(mgr)
     clock.advance(hours=25)
-    mgr.reconfigure(cleanup_interval=0.01)
-    poll(lambda: mgr.snapshot().cleanup_runs_total >= 1 or None, timeout=5, what="a run")
+    mgr.reconfigure(cleanup_interval=1)  # the shortest interval allowed
+    poll(lambda: mgr.snapshot().cleanup_runs_total >= 1 or None, timeout=15, what="a run")
     assert mgr.get_session_count() == 0
     assert mgr.snapshot().removed_total[RemovalReason.EXPIRED] == 1
 

@@ -24,7 +24,7 @@ from sidecar.web.app import create_app, get_sidecar
 pytestmark = pytest.mark.process
 
 EXIT_SECONDS = 10.0
-TOKEN = "pr0cess-t0ken"
+TOKEN = "pr0cess-t0ken-0123"
 STORY = "A heron teaches a lighthouse to fish."
 
 
@@ -99,8 +99,8 @@ def test_serve_refuses_a_public_address_without_a_token(sidecars: SidecarSpawner
 
     assert child.wait(EXIT_SECONDS) == 2
     assert child.lines() == [
-        "sidecar: refusing to listen on 0.0.0.0 without SIDECAR_API_TOKEN; "
-        "set a token or pass --allow-unauthenticated"
+        "sidecar: refusing to listen on 0.0.0.0 (--host) without an API token; "
+        "set SIDECAR_API_TOKEN or pass --allow-unauthenticated"
     ]
 
 

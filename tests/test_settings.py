@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from sidecar.core.config import CapacityPolicy, ManagerConfig
-from sidecar.settings import Settings, describe_errors
+from sidecar.settings import Settings, describe_errors, host_problem
 
 
 def test_defaults_are_loopback_port_8000_and_the_seed_manager_settings(
@@ -39,9 +39,9 @@ def test_environment_overrides_defaults(clean_env: pytest.MonkeyPatch) -> None:
         "SIDECAR_MAX_BODY_BYTES": "2048",
         "SIDECAR_LOG_LEVEL": "DEBUG",
         "SIDECAR_LOG_FORMAT": "json",
-        "SIDECAR_API_TOKEN": "a",
-        "SIDECAR_ADMIN_TOKEN": "b",
-        "SIDECAR_METRICS_TOKEN": "c",
+        "SIDECAR_API_TOKEN": "a" * 16,
+        "SIDECAR_ADMIN_TOKEN": "b" * 16,
+        "SIDECAR_METRICS_TOKEN": "c" * 16,
     }.items():
         clean_env.setenv(name, value)
 
@@ -59,8 +59,8 @@ def test_environment_overrides_defaults(clean_env: pytest.MonkeyPatch) -> None:
     )
     assert settings.max_body_bytes == 2048
     assert (settings.log_level, settings.log_format) == ("debug", "json")
-    assert (settings.secret("api_token"), settings.secret("admin_token")) == ("a", "b")
-    assert settings.secret("metrics_token") == "c"
+    assert (settings.secret("api_token"), settings.secret("admin_token")) == ("a" * 16, "b" * 16)
+    assert settings.secret("metrics_token") == "c" * 16
 
 
 def test_arguments_win_over_the_environment(clean_env: pytest.MonkeyPatch) -> None:
@@ -81,10 +81,10 @@ def test_empty_variables_count_as_unset(clean_env: pytest.MonkeyPatch) -> None:
 
 
 def test_tokens_are_hidden_from_repr(clean_env: pytest.MonkeyPatch) -> None:
-    settings = Settings(api_token="hunter2-token")
+    settings = Settings(api_token="hunter2-token-long-enough")
 
-    assert "hunter2-token" not in repr(settings)
-    assert "hunter2-token" not in str(settings.model_dump())
+    assert "hunter2-token-long-enough" not in repr(settings)
+    assert "hunter2-token-long-enough" not in str(settings.model_dump())
 
 
 @pytest.mark.parametrize(
@@ -104,7 +104,42 @@ def test_tokens_are_hidden_from_repr(clean_env: pytest.MonkeyPatch) -> None:
         (
             "SIDECAR_CLEANUP_INTERVAL_SECONDS",
             "0",
-            "invalid SIDECAR_CLEANUP_INTERVAL_SECONDS=0: must be > 0",
+            "invalid SIDECAR_CLEANUP_INTERVAL_SECONDS=0: must be >= 1",
+        ),
+        (
+            "SIDECAR_CLEANUP_INTERVAL_SECONDS",
+            "1e-300",
+            "invalid SIDECAR_CLEANUP_INTERVAL_SECONDS=1e-300: must be >= 1",
+        ),
+        (
+            "SIDECAR_CLEANUP_INTERVAL_SECONDS",
+            "nan",
+            "invalid SIDECAR_CLEANUP_INTERVAL_SECONDS=nan: not a finite number",
+        ),
+        (
+            "SIDECAR_SESSION_MAX_AGE_SECONDS",
+            "inf",
+            "invalid SIDECAR_SESSION_MAX_AGE_SECONDS=inf: not a finite number",
+        ),
+        (
+            "SIDECAR_FAILED_MAX_AGE_SECONDS",
+            "59",
+            "invalid SIDECAR_FAILED_MAX_AGE_SECONDS=59: must be >= 60",
+        ),
+        (
+            "SIDECAR_COMPLETED_MAX_AGE_SECONDS",
+            "31536001",
+            "invalid SIDECAR_COMPLETED_MAX_AGE_SECONDS=31536001: must be <= 31536000",
+        ),
+        (
+            "SIDECAR_STUCK_AFTER_SECONDS",
+            "0.5",
+            "invalid SIDECAR_STUCK_AFTER_SECONDS=0.5: must be >= 1",
+        ),
+        (
+            "SIDECAR_STUCK_AFTER_SECONDS",
+            "604801",
+            "invalid SIDECAR_STUCK_AFTER_SECONDS=604801: must be <= 604800",
         ),
         (
             "SIDECAR_STUCK_AFTER_SECONDS",
@@ -125,12 +160,24 @@ def test_tokens_are_hidden_from_repr(clean_env: pytest.MonkeyPatch) -> None:
         (
             "SIDECAR_WARNING_UTILIZATION",
             "0.95",
-            "invalid settings: warning_utilization must not exceed critical_utilization",
+            "invalid settings: SIDECAR_WARNING_UTILIZATION must not exceed "
+            "SIDECAR_CRITICAL_UTILIZATION",
         ),
         (
             "SIDECAR_API_TOKEN",
-            "has space",
+            "has space and is long",
             "invalid SIDECAR_API_TOKEN: must be visible ASCII characters without spaces",
+        ),
+        ("SIDECAR_API_TOKEN", "v1", "invalid SIDECAR_API_TOKEN: must be at least 16 characters"),
+        (
+            "SIDECAR_ADMIN_TOKEN",
+            "fifteen-chars!!",
+            "invalid SIDECAR_ADMIN_TOKEN: must be at least 16 characters",
+        ),
+        (
+            "SIDECAR_METRICS_TOKEN",
+            "met",
+            "invalid SIDECAR_METRICS_TOKEN: must be at least 16 characters",
         ),
         (
             "SIDECAR_ALLOW_UNAUTHENTICATED",
@@ -155,7 +202,7 @@ def test_flag_values_are_named_as_flags(clean_env: pytest.MonkeyPatch) -> None:
         Settings(max_sessions="0", port="x")
 
     assert describe_errors(caught.value, frozenset({"max_sessions", "port"})) == (
-        "invalid --port=x: must be an integer"
+        "invalid --max-sessions=0: must be >= 1; invalid --port=x: must be an integer"
     )
 
 
@@ -170,3 +217,45 @@ def test_several_bad_values_share_one_line(clean_env: pytest.MonkeyPatch) -> Non
         "invalid SIDECAR_PORT=http: must be an integer; "
         "invalid SIDECAR_LOG_FORMAT=yaml: must be text or json"
     )
+
+
+def test_a_token_of_16_characters_is_taken(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("SIDECAR_API_TOKEN", "sixteen-chars-ok")
+
+    assert Settings().secret("api_token") == "sixteen-chars-ok"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "expected"),
+    [
+        ("SIDECAR_CAPACITY_POLICY", "REJECT", "capacity_policy", CapacityPolicy.REJECT),
+        ("SIDECAR_CAPACITY_POLICY", "Evict_Oldest", "capacity_policy", CapacityPolicy.EVICT_OLDEST),
+        ("SIDECAR_LOG_LEVEL", "Warning", "log_level", "warning"),
+        ("SIDECAR_LOG_FORMAT", "JSON", "log_format", "json"),
+    ],
+)
+def test_choices_are_taken_in_any_case(
+    clean_env: pytest.MonkeyPatch, variable: str, value: str, field: str, expected: object
+) -> None:
+    clean_env.setenv(variable, value)
+
+    assert getattr(Settings(), field) == expected
+    assert getattr(Settings(**{field: value}), field) == expected  # as a flag passes it
+
+
+@pytest.mark.parametrize(
+    ("host", "line"),
+    [
+        ("notahost", "invalid SIDECAR_HOST=notahost: not an IP address or host name"),
+        ("no such host", "invalid SIDECAR_HOST=no such host: not an IP address or host name"),
+        ("10.0.0.300", "invalid SIDECAR_HOST=10.0.0.300: not an IP address or host name"),
+    ],
+)
+def test_a_host_that_is_neither_an_address_nor_a_known_name_is_named(host: str, line: str) -> None:
+    assert host_problem(host) == line
+    assert host_problem(host, frozenset({"host"})) == line.replace("SIDECAR_HOST", "--host")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "0.0.0.0", "::", "localhost"])
+def test_addresses_and_known_names_are_hosts(host: str) -> None:
+    assert host_problem(host) is None

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from sidecar.core.config import CapacityPolicy, Seconds
+from sidecar.core.config import MANAGER_SETTINGS, Seconds
 from sidecar.core.figures import Health
 from sidecar.core.models import (
     MAX_SCENES,
@@ -47,8 +55,6 @@ MAX_BULK_IDS = 1000
 
 _BODY = ConfigDict(extra="forbid")
 SessionId = Annotated[str, Field(min_length=1, max_length=200)]
-StrictInt = Annotated[int, Strict()]
-StrictFloat = Annotated[float, Strict()]
 
 
 class StatusChange(BaseModel):
@@ -131,18 +137,27 @@ class CleanupRequest(BaseModel):
     max_age_seconds: Annotated[Seconds, Strict()] | None = None
 
 
-class ConfigPatch(_Partial):
-    """Body of PATCH /admin/config: live manager settings; ManagerConfig checks the bounds."""
+def _config_fields() -> dict[str, Any]:
+    # Each live setting as ManagerConfig declares it (type, bounds, help), optional, and with
+    # numbers taken strictly like every other body ("5" is not 5).
+    fields: dict[str, Any] = {}
+    for spec in MANAGER_SETTINGS:
+        if not spec.live:
+            continue
+        annotation: Any = spec.field.rebuild_annotation()
+        if not spec.choices:
+            annotation = Annotated[annotation, Strict()]
+        fields[spec.name] = (annotation | None, Field(None, description=spec.help))
+    return fields
 
-    max_sessions: StrictInt | None = None
-    cleanup_interval_seconds: StrictFloat | None = None
-    session_max_age_seconds: StrictFloat | None = None
-    failed_max_age_seconds: StrictFloat | None = None
-    completed_max_age_seconds: StrictFloat | None = None
-    stuck_after_seconds: StrictFloat | None = None
-    capacity_policy: CapacityPolicy | None = None
-    warning_utilization: StrictFloat | None = None
-    critical_utilization: StrictFloat | None = None
+
+ConfigPatch = create_model(
+    "ConfigPatch",
+    __base__=_Partial,
+    __doc__="Body of PATCH /admin/config: any of the live manager settings, with their bounds.",
+    __module__=__name__,
+    **_config_fields(),
+)
 
 
 # ---------------------------------------------------------------------- answers
