@@ -38,8 +38,8 @@ from sidecar.web.schemas import SessionPatch
 pytestmark = pytest.mark.process
 
 REQUEST = GenerationRequest(story_text="A fox finds a lantern in the snow.", num_scenes=3)
-API_TOKEN = "api-secret"
-ADMIN_TOKEN = "admin-secret"
+API_TOKEN = "api-secret-0123456789"
+ADMIN_TOKEN = "admin-secret-0123456789"
 
 
 @pytest.fixture(scope="module")
