@@ -146,6 +146,8 @@ def test_serve_help_shows_each_flags_choices_and_default(
         "HOST": "127.0.0.1", "PORT": "8000", "THREADS": "8", "MAX_BODY_BYTES": "1048576",
         "LOG_LEVEL": "info", "LOG_FORMAT": "text", "API_TOKEN": "unset",
         "ADMIN_TOKEN": "unset", "METRICS_TOKEN": "unset", "ALLOW_UNAUTHENTICATED": "off",
+        "CONNECTION_LIMIT": "2000", "IDLE_TIMEOUT_SECONDS": "30", "MAX_HEADER_BYTES": "65536",
+        "UNREAD_ANSWER_BYTES": "134217728",
         "MAX_SESSIONS": "100", "CLEANUP_INTERVAL_SECONDS": "3600",
         "SESSION_MAX_AGE_SECONDS": "86400", "FAILED_MAX_AGE_SECONDS": "3600",
         "COMPLETED_MAX_AGE_SECONDS": "21600", "STUCK_AFTER_SECONDS": "1800",
