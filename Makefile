@@ -1,44 +1,61 @@
 # Every target sets up what it needs; `make run` and `make test` work on a machine with only python3.
+# Each target installs only what it uses: `run` the runtime dependencies, `demo` those and PyYAML,
+# the others the dev extras. One stamp per set, so `make run` never pulls in mypy or pytest.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-dev
+VENV_STAMP := $(VENV)/.created
+RUN_STAMP  := $(VENV)/.installed-run
+DEMO_STAMP := $(VENV)/.installed-demo
+DEV_STAMP  := $(VENV)/.installed-dev
 
 .PHONY: run test lint typecheck unit dashboards bench demo clean
 
-$(STAMP): pyproject.toml
+$(VENV_STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $@
 
-## run: set up and start the sidecar on 127.0.0.1:8000
-run: $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(VENV_STAMP)
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(DEMO_STAMP): pyproject.toml | $(VENV_STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(VENV_STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+## run: set up (runtime dependencies only) and start the sidecar on 127.0.0.1:$SIDECAR_PORT (8000)
+run: $(RUN_STAMP)
 	$(BIN)/sidecar serve
 
 ## test: set up, lint, format check, type check and run every test
 test: lint typecheck unit
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check sidecar tests grafana bench scripts
 	$(BIN)/ruff format --check sidecar tests grafana bench scripts
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(DEV_STAMP)
 	$(BIN)/pytest
 
 ## dashboards: rebuild grafana/dashboards/*.json from grafana/build.py
-dashboards: $(STAMP)
+dashboards: $(DEV_STAMP)
 	$(BIN)/python grafana/build.py
 
 ## bench: run the benchmarks and write bench/results.md
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python -m bench
 
-## demo: the sidecar, Prometheus with the shipped rules (if installed) and simulated traffic
-demo: $(STAMP)
+## demo: the sidecar, Prometheus with the shipped rules (if installed) and simulated traffic;
+## options in DEMO_ARGS (see `python scripts/demo.py --help`)
+demo: $(DEMO_STAMP)
 	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
 clean:
