@@ -244,9 +244,14 @@ def run_plan(
     _say(f"purged {removed} completed sessions: {_utilization(sidecar)}")
     if watch is None:
         return 0
-    wait(args.settle_seconds, until=lambda: all(name != rule.name for name, _ in watch.states))
-    fired = (rule.name, "firing") in watch.seen
-    _say(f"{rule.name} {'went firing and' if fired else 'did NOT fire;'} is now resolved")
+
+    def resolved() -> bool:
+        return all(name != rule.name for name, _ in watch.states)
+
+    wait(args.settle_seconds, until=resolved)
+    fired = "went firing" if (rule.name, "firing") in watch.seen else "did NOT fire"
+    now = "is now resolved" if resolved() else f"is still active after {args.settle_seconds:g} s"
+    _say(f"{rule.name} {fired} and {now}")
     return 0
 
 
@@ -268,7 +273,8 @@ def run(args: argparse.Namespace, workdir: Path, children: list[subprocess.Popen
     ]
     watch = None
     if binary is None:
-        lines.append("Prometheus    not started (Debian: apt-get install prometheus)")
+        why = "--no-prometheus" if args.no_prometheus else "Debian: apt-get install prometheus"
+        lines.append(f"Prometheus    not started ({why})")
     else:
         prometheus = start_prometheus(binary, args, workdir, children)
         ui = prometheus + ui_prefix(prometheus)

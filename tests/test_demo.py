@@ -105,4 +105,27 @@ def test_a_short_demo_shows_the_critical_alert_pending_then_resolved(tmp_path: P
     assert re.search(r"SidecarSessionUtilizationCritical \(\S+\): inactive -> pending", out), out
     assert re.search(r"SidecarSessionUtilizationCritical \(\S+\): pending -> inactive", out), out
     assert "SidecarDown" not in out  # the demo starts once Prometheus has scraped the sidecar
-    assert "is now resolved" in out
+    assert "SidecarSessionUtilizationCritical did NOT fire and is now resolved" in out
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("--rate=0", "demo: --rate must be above 0 (see scripts/demo.py --help)"),
+        ("--port=70000", "demo: --port must be 1 to 65535 (see scripts/demo.py --help)"),
+        ("--bogus", "demo: unrecognized arguments: --bogus (see scripts/demo.py --help)"),
+        (
+            "--max-sessions=5",
+            "demo: a capacity of 5 cannot hold 0.9 of it without filling up;"
+            " use a larger --max-sessions",
+        ),
+    ],
+)
+def test_bad_options_are_one_line_and_exit_2(tmp_path: Path, arg: str, message: str) -> None:
+    # a free port first, so that a demo that took the option would start on it and not exit 2
+    demo = run_demo(tmp_path, "--no-prometheus", f"--port={free_port()}", arg)
+    try:
+        assert demo.wait(30) == 2
+    finally:
+        demo.stop()
+    assert demo.lines() == [message]
