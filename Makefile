@@ -8,8 +8,12 @@ VENV_STAMP := $(VENV)/.created
 RUN_STAMP  := $(VENV)/.installed-run
 DEMO_STAMP := $(VENV)/.installed-demo
 DEV_STAMP  := $(VENV)/.installed-dev
+# prometheus-operator's CRD schemas for the manifest tests, from npm (skipped without npm,
+# except under CI=true, where those tests fail).
+CRD    := tests/crd_validation
+NODE_STAMP := $(CRD)/node_modules/.installed
 
-.PHONY: run test lint typecheck unit dashboards bench demo clean
+.PHONY: run test lint typecheck unit dashboards manifests bench demo clean
 
 $(VENV_STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +32,11 @@ $(DEV_STAMP): pyproject.toml | $(VENV_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+$(NODE_STAMP): $(CRD)/package.json $(CRD)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(CRD) --no-audit --no-fund --loglevel=error && touch $(NODE_STAMP); \
+	else echo "npm not found: the CRD schema tests will skip (fail under CI=true)"; fi
+
 ## run: set up (runtime dependencies only) and start the sidecar on 127.0.0.1:$SIDECAR_PORT (8000)
 run: $(RUN_STAMP)
 	$(BIN)/sidecar serve
@@ -36,18 +45,23 @@ run: $(RUN_STAMP)
 test: lint typecheck unit
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check sidecar tests grafana bench scripts
-	$(BIN)/ruff format --check sidecar tests grafana bench scripts
+	$(BIN)/ruff check sidecar tests grafana bench scripts deploy
+	$(BIN)/ruff format --check sidecar tests grafana bench scripts deploy
 
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-unit: $(DEV_STAMP)
+unit: $(DEV_STAMP) $(NODE_STAMP)
 	$(BIN)/pytest
 
 ## dashboards: rebuild grafana/dashboards/*.json from grafana/build.py
 dashboards: $(DEV_STAMP)
 	$(BIN)/python grafana/build.py
+
+## manifests: regenerate alerts.yml's runbook links, the PrometheusRule and the dashboard
+## ConfigMap (deploy/generate.py; RUNBOOK_BASE_URL=... for a one-off base URL)
+manifests: $(DEV_STAMP)
+	$(BIN)/python deploy/generate.py $(if $(RUNBOOK_BASE_URL),--runbook-base-url '$(RUNBOOK_BASE_URL)')
 
 ## bench: run the benchmarks and write bench/results.md
 bench: $(DEV_STAMP)

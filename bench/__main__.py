@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import churn, http_overhead, memory, mutations, scrape
+from bench import churn, http_overhead, memory, mutations, resilience, scrape
 from bench.common import Log, Section, machine_info
 
 BENCHMARKS: dict[int, Callable[[bool, Log], Section]] = {
@@ -21,6 +21,7 @@ BENCHMARKS: dict[int, Callable[[bool, Log], Section]] = {
     3: http_overhead.run,
     4: churn.run,
     5: memory.run,
+    6: resilience.run,
 }
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.md"
@@ -110,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="+",
         choices=sorted(BENCHMARKS),
         metavar="N",
-        help="run only these benchmarks (1 scrape, 2 mutations, 3 http, 4 churn, 5 memory)",
+        help="run only these benchmarks (1 scrape, 2 mutations, 3 http, 4 churn, 5 memory, "
+        "6 resilience)",
     )
     parser.add_argument(
         "--output",

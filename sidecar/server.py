@@ -16,6 +16,7 @@ import gc
 import ipaddress
 import logging
 import math
+import resource
 import signal
 import threading
 import time
@@ -28,13 +29,15 @@ from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
 
-from sidecar.app import create_app, get_sidecar
 from sidecar.settings import Settings
+from sidecar.web.app import create_app, get_sidecar
 
 __all__ = [
     "BACKLOG_LOG_SECONDS",
     "DRAIN_SECONDS",
     "BacklogLog",
+    "connection_adjustments",
+    "raise_open_file_limit",
     "SidecarServer",
     "is_loopback",
     "serve",
@@ -61,45 +64,92 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-class BacklogLog:
-    """Stands in for waitress's queue logger, which warns "Task queue depth is N" for every
-    request that has to wait for a free thread: under sustained load, a line per request.
+class BacklogLog(logging.Filter):
+    """A filter on waitress's `waitress.queue` logger, which warns "Task queue depth is N" for
+    every request that has to wait for a free thread: under sustained load, a line per request.
     Each of those lines is written while waitress holds its task lock, and the write hands the
-    GIL away. This logs the first backlog at once, then at most one line per `interval` with
-    the deepest backlog and the number of requests that waited since the last line.
+    GIL away. This drops them, logs the first backlog at once, then at most one line per
+    `interval` with the deepest backlog and the number of requests that waited since the last
+    line.
     """
 
     def __init__(
         self, interval: float = BACKLOG_LOG_SECONDS, clock: Callable[[], float] = time.monotonic
     ) -> None:
+        super().__init__()
         self._interval = interval
         self._clock = clock
         self._next = -math.inf
         self._deepest = 0
         self._waited = 0
 
-    def warning(self, msg: str, *args: object) -> None:
-        """waitress's call: `warning("Task queue depth is %d", depth)`, under its task lock."""
-        depth = args[0] if args and isinstance(args[0], int) else 1
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Count the record, report when due; waitress's own line never passes."""
+        args = record.args
+        depth = args[0] if isinstance(args, tuple) and args and isinstance(args[0], int) else 1
         self._waited += 1
         self._deepest = max(self._deepest, depth)
         now = self._clock()
-        if now < self._next:
-            return
-        logger.warning(
-            "requests are waiting for a free thread: up to %d queued, %d waited since the "
-            "last report; if this persists, raise SIDECAR_THREADS",
-            self._deepest,
-            self._waited,
-        )
-        self._next = now + self._interval
-        self._deepest = self._waited = 0
+        if now >= self._next:
+            logger.warning(
+                "requests are waiting for a free thread: up to %d queued, %d waited since the "
+                "last report; if this persists, raise SIDECAR_THREADS",
+                self._deepest,
+                self._waited,
+            )
+            self._next = now + self._interval
+            self._deepest = self._waited = 0
+        return False
 
 
 def _bound(listener: BaseWSGIServer) -> tuple[str, int]:
     assert listener.socket is not None, "a listener that is not bound"
     host, port = listener.socket.getsockname()[:2]
     return str(host), int(port)
+
+
+_QUEUE_LOGGER = logging.getLogger("waitress.queue")  # documented: "Task queue depth" warnings
+_SPARE_FILES = 64  # listener, trigger pipe, log files, temporary buffers
+
+
+def connection_adjustments(settings: Settings) -> dict[str, Any]:
+    """waitress's documented adjustments for the connection limits in `settings`.
+
+    Slow and idle clients are read by waitress's main loop, not by request threads, so they
+    cost a connection slot each, which `connection_limit` bounds and `channel_timeout` frees.
+    A client that pipelines requests without reading makes its thread wait once the answers
+    buffered for it exceed `outbuf_high_watermark`; waitress reads no further request from a
+    connection while answers are still buffered for it, so a high mark keeps the thread free.
+    """
+    return {
+        "connection_limit": settings.connection_limit,
+        "channel_timeout": settings.idle_timeout_seconds,
+        # how often idle connections are looked for; at most the timeout itself
+        "cleanup_interval": min(settings.idle_timeout_seconds, 30),
+        "max_request_header_size": settings.max_header_bytes,
+        # The app answers 413 as problem+json; waitress only stops absurd bodies early.
+        "max_request_body_size": max(16 * settings.max_body_bytes, 16 << 20),
+        "outbuf_high_watermark": settings.unread_answer_bytes,
+        # select() cannot watch descriptors past 1024; poll() has no such bound
+        "asyncore_use_poll": True,
+    }
+
+
+def raise_open_file_limit(connections: int) -> None:
+    """Raise the soft open-file limit (often 1,024) toward the hard one, so that
+    `connections` clients can be held; warn when the hard limit is too low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + _SPARE_FILES
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        logger.warning(
+            "open-file limit %d is below SIDECAR_CONNECTION_LIMIT=%d; raise `ulimit -n`",
+            target,
+            connections,
+        )
 
 
 class SidecarServer:
@@ -115,8 +165,9 @@ class SidecarServer:
         drain_seconds: float = DRAIN_SECONDS,
     ) -> None:
         self._sidecar = get_sidecar(app)
+        settings = self._sidecar.settings
         self._map: dict[int, Any] = {}
-        limit = self._sidecar.settings.max_body_bytes
+        raise_open_file_limit(settings.connection_limit)
         self._server = create_server(
             app,
             map=self._map,
@@ -124,11 +175,10 @@ class SidecarServer:
             port=port,
             threads=threads,
             ident="sidecar",
-            # The app answers 413 as problem+json; waitress only stops absurd bodies early.
-            max_request_body_size=max(16 * limit, 16 << 20),
+            **connection_adjustments(settings),
         )
-        # waitress only ever calls .warning() on it (task.py, ThreadedTaskDispatcher.add_task)
-        self._server.task_dispatcher.queue_logger = BacklogLog()  # type: ignore[assignment]
+        self._backlog = BacklogLog()
+        _QUEUE_LOGGER.addFilter(self._backlog)
         self._listeners = [s for s in self._map.values() if isinstance(s, BaseWSGIServer)]
         self._addresses = [_bound(s) for s in self._listeners]
         self._drain_seconds = drain_seconds
@@ -157,7 +207,7 @@ class SidecarServer:
     def serve(self) -> None:
         """Serve until request_shutdown(), then drain and return."""
         while not self._stop.is_set():
-            wasyncore.loop(timeout=_LOOP_SECONDS, map=self._map, count=1)
+            wasyncore.loop(timeout=_LOOP_SECONDS, map=self._map, use_poll=True, count=1)
         self._drain()
 
     def _drain(self) -> None:
@@ -170,7 +220,7 @@ class SidecarServer:
         busy = self._settle()
         while busy and time.monotonic() < deadline and not self._hurry.is_set():
             wait = min(_LOOP_SECONDS, max(deadline - time.monotonic(), 0.0))
-            wasyncore.loop(timeout=wait, map=self._map, count=1)
+            wasyncore.loop(timeout=wait, map=self._map, use_poll=True, count=1)
             busy = self._settle()
         if busy:
             logger.warning("drain ended with %d connection(s) still busy", busy)
@@ -178,6 +228,7 @@ class SidecarServer:
         # Threads still busy after this are daemons: they do not hold the exit up.
         self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=max(math.ceil(left), 1))
         wasyncore.close_all(self._map)
+        _QUEUE_LOGGER.removeFilter(self._backlog)
 
     def _settle(self) -> int:
         """Mark idle connections to close; return how many still have work in flight."""

@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sidecar.config import CapacityPolicy, ManagerConfig
+from sidecar.core.config import CapacityPolicy, ManagerConfig
 
 __all__ = ["ENV_PREFIX", "SECRET_FIELDS", "Settings", "describe_errors", "env_name"]
 
@@ -90,6 +90,28 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[
         int, Field(ge=1, le=1 << 30, description="Largest request body accepted, in bytes.")
     ] = 1 << 20
+    # Connection handling (waitress adjustments; see docs/design.md, "Hostile clients").
+    connection_limit: Annotated[
+        int, Field(ge=10, le=100_000, description="Open client connections held at most.")
+    ] = 2000
+    idle_timeout_seconds: Annotated[
+        int,
+        Field(
+            ge=1, le=3600, description="A connection silent this long with nothing to do closes."
+        ),
+    ] = 30
+    max_header_bytes: Annotated[
+        int,
+        Field(ge=1024, le=1 << 20, description="Largest request line and headers, in bytes."),
+    ] = 64 << 10
+    unread_answer_bytes: Annotated[
+        int,
+        Field(
+            ge=1 << 20,
+            le=1 << 30,
+            description="Answers buffered for a client that does not read before its thread waits.",
+        ),
+    ] = 128 << 20
     log_level: Annotated[LogLevel, BeforeValidator(_lower), Field(description="Log level.")] = (
         "info"
     )

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from sidecar.clock import ManualClock
-from sidecar.config import ManagerConfig
-from sidecar.manager import KNOWN_TRANSITIONS, SessionManager
-from sidecar.models import GenerationRequest, GenerationSession, GenerationStatus
+from sidecar.core.clock import ManualClock
+from sidecar.core.config import ManagerConfig
+from sidecar.core.manager import KNOWN_TRANSITIONS, SessionManager
+from sidecar.core.models import GenerationRequest, GenerationSession, GenerationStatus
 from sidecar.store import Cursor, InMemorySessionStore, SessionStore
 
 if TYPE_CHECKING:
@@ -161,11 +161,11 @@ def transition_counts(registry: CollectorRegistry) -> dict[tuple[str, str], floa
     }
 
 
-def require_binary(name: str) -> str:
+def require_binary(name: str, package: str = "prometheus") -> str:
     """Path of an external tool; under CI (CI=true) a missing one fails instead of skipping."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (Debian package: prometheus); .ci/run installs it"
+        message = f"{name} is not installed (Debian package: {package}); .ci/run installs it"
         if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
             pytest.fail(message)
         pytest.skip(message)
@@ -175,6 +175,11 @@ def require_binary(name: str) -> str:
 @pytest.fixture
 def promtool() -> str:
     return require_binary("promtool")
+
+
+@pytest.fixture
+def amtool() -> str:
+    return require_binary("amtool", package="prometheus-alertmanager")
 
 
 # ---------------------------------------------------------------------- the web layer
@@ -195,8 +200,8 @@ MakeApp = Callable[..., "Flask"]
 @pytest.fixture
 def make_app(clean_env: pytest.MonkeyPatch, manager: SessionManager) -> Iterator[MakeApp]:
     """make_app(manager=None, **settings): apps on `manager` (or another), closed after."""
-    from sidecar.app import create_app, get_sidecar
     from sidecar.settings import Settings
+    from sidecar.web.app import create_app, get_sidecar
 
     made: list[Flask] = []
 

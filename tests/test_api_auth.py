@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from sidecar.auth import Scope, TokenGuard, scope_of
-from sidecar.problems import Problem
+from sidecar.web.auth import Scope, TokenGuard, scope_of
+from sidecar.web.problems import Problem
 
 if TYPE_CHECKING:
     from conftest import MakeApp
@@ -105,7 +105,7 @@ def test_guard_compares_every_candidate_in_constant_time(monkeypatch: pytest.Mon
         compared.append((given, expected))
         return given == expected
 
-    monkeypatch.setattr("sidecar.auth.hmac.compare_digest", spy)
+    monkeypatch.setattr("sidecar.web.auth.hmac.compare_digest", spy)
     guard = TokenGuard(API, ADMIN, None)
 
     guard.check(Scope.API, f"Bearer {API}")
@@ -165,7 +165,7 @@ def _spellings(path: str) -> list[str]:
 
 
 def _guarded_operations() -> list[tuple[str, str, Scope]]:
-    from sidecar.api import OPERATIONS
+    from sidecar.web.routes import OPERATIONS
 
     concrete = {"<session_id>": "3f1c2c0e-5d7a-4b51-9a33-0f8e5b7c9d10", "<int:n>": "1"}
     found = []
@@ -207,3 +207,14 @@ def test_spellings_the_router_serves_are_checked_by_their_route(make_app: MakeAp
     # The admin scope likewise, by the route that serves the request.
     assert client.get("/api/v1/admin%2fconfig").status_code == 401
     assert client.get("/api/v1/admin%2fconfig", headers=bearer(ADMIN)).status_code == 200
+
+
+def test_a_view_checks_its_token_even_without_the_gate_in_front(make_app: MakeApp) -> None:
+    app = make_app(metrics_token=METRICS, api_token=API)
+    gate = app.wsgi_app
+    app.wsgi_app = gate._app  # type: ignore[attr-defined,method-assign]
+    client = app.test_client()
+
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/api/v1/stats").status_code == 401
+    assert client.get("/metrics", headers=bearer(METRICS)).status_code == 200

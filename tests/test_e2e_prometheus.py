@@ -10,7 +10,6 @@ about sessions, utilization, health and HTTP traffic returning data.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
@@ -19,20 +18,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import requests
 import yaml
-from conftest import (
-    ChildProcess,
-    SidecarProcess,
-    SidecarSpawner,
-    poll,
-    require_binary,
-    wait_for_200,
-)
+from conftest import SidecarProcess, SidecarSpawner, poll, require_binary
+from prometheus_process import Prometheus, load_demo, run_prometheus
 from test_dashboards import OVERVIEW, panels
 from test_metric_names import metric_names
 
@@ -47,7 +39,6 @@ CAPACITY = 20
 FILL = 19  # 95 %: past the critical bound (90 %) with a margin, and not full, so no eviction
 CRITICAL = "SidecarSessionUtilizationCritical"
 WARNING = "SidecarSessionUtilizationWarning"
-_PROMETHEUS_LISTENING = re.compile(r'msg="Listening on" address=(127\.0\.0\.1:\d+)')
 
 # Grafana's built-in variables for the time range "Last 5 minutes" on a Prometheus data source
 # whose scrape interval is set to the 1 s this Prometheus scrapes at: $__interval is then that
@@ -67,57 +58,10 @@ BUILTINS = {
 _REFERENCE = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\$(\w+)|\[\[(\w+)(?::(\w+))?\]\]")
 
 
-def load_demo() -> ModuleType:
-    """scripts/demo.py as a module: its prometheus_config is what this Prometheus runs with."""
-    spec = importlib.util.spec_from_file_location("sidecar_demo", ROOT / "scripts" / "demo.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def epoch(timestamp: str) -> float:
     """Unix seconds of an RFC 3339 timestamp from Prometheus (nanoseconds cut to microseconds)."""
     text = re.sub(r"(\.\d{6})\d+", r"\1", timestamp).replace("Z", "+00:00")
     return datetime.fromisoformat(text).timestamp()
-
-
-@dataclass(frozen=True)
-class Prometheus:
-    """A running Prometheus and its HTTP API."""
-
-    url: str
-    config: dict[str, Any]
-    http: requests.Session
-
-    def api(self, path: str, **params: str | float) -> dict[str, Any]:
-        """The whole answer of an API call, errors included."""
-        with self.http.get(self.url + path, params=params, timeout=10) as response:
-            body: dict[str, Any] = response.json()
-        return body
-
-    def data(self, path: str, **params: str | float) -> Any:
-        body = self.api(path, **params)
-        assert body["status"] == "success", body
-        return body["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        """An instant vector at the present time."""
-        data = self.data("/api/v1/query", query=expr)
-        assert data["resultType"] == "vector", data
-        result: list[dict[str, Any]] = data["result"]
-        return result
-
-    def rule(self, name: str) -> dict[str, Any]:
-        groups = self.data("/api/v1/rules")["groups"]
-        rules: list[dict[str, Any]] = [r for g in groups for r in g["rules"] if r["name"] == name]
-        (rule,) = rules
-        return rule
-
-    def alerts(self, name: str) -> list[dict[str, Any]]:
-        alerts: list[dict[str, Any]] = self.data("/api/v1/alerts")["alerts"]
-        return [alert for alert in alerts if alert["labels"]["alertname"] == name]
 
 
 @dataclass(frozen=True)
@@ -148,30 +92,10 @@ def prometheus(
     sidecar: SidecarProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Prometheus]:
     binary = require_binary("prometheus")
-    workdir = tmp_path_factory.mktemp("prometheus")
     target = sidecar.url.removeprefix("http://")
     config = load_demo().prometheus_config(target, "1s", SHIPPED_CONFIG)
-    config_file = workdir / "prometheus.yml"
-    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
-    child = ChildProcess.start(
-        [
-            binary,
-            f"--config.file={config_file}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            # Port 0: the kernel picks a free one and Prometheus logs it (at level info, to the
-            # log file, which keeps the test's output quiet).
-            "--web.listen-address=127.0.0.1:0",
-            "--log.level=info",
-        ],
-        log=workdir / "prometheus.log",
-    )
-    try:
-        address = child.wait_for_line(_PROMETHEUS_LISTENING, timeout=30).group(1)
-        wait_for_200(f"http://{address}/-/ready", timeout=30)
-        with requests.Session() as http:
-            yield Prometheus(f"http://{address}", config, http)
-    finally:
-        child.stop()
+    with run_prometheus(binary, tmp_path_factory.mktemp("prometheus"), config) as prometheus:
+        yield prometheus
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from sidecar.models import (
+from sidecar.core.models import (
     FINISHED,
     GenerationRequest,
     GenerationSession,
@@ -20,7 +20,6 @@ from sidecar.models import (
     ProgressUpdate,
     ScenePrompt,
     evolve,
-    trusted_session,
 )
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -363,22 +362,3 @@ def test_evolve_changes_exactly_the_field_it_is_given(name: str) -> None:
     expected = dataclasses.replace(original, **{name: CHANGES[name]})  # validated, field by field
     assert changed == expected
     assert dataclasses.asdict(changed) == dataclasses.asdict(expected)
-
-
-def test_trusted_session_equals_the_validated_session_from_the_same_parts() -> None:
-    parts: dict[str, Any] = {
-        "session_id": "00000000-0000-4000-8000-000000000001",
-        "status": GenerationStatus.PROCESSING,
-        "request_data": STORY,
-        "created_at": NOW,
-        "last_accessed": NOW + timedelta(seconds=1),
-        "updated_at": NOW + timedelta(seconds=2),
-        "scenes": CHANGES["scenes"],
-        "progress": CHANGES["progress"],
-        "error_message": "e",
-    }
-
-    assert trusted_session(**parts) == GenerationSession(**parts)
-    assert trusted_session(**{k: parts[k] for k in list(parts)[:6]}) == GenerationSession(
-        **{k: parts[k] for k in list(parts)[:6]}
-    )

@@ -6,10 +6,12 @@ these tests, elsewhere it skips them. The structural tests need no promtool.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ CONFIG = PROMETHEUS / "prometheus.yml"
 UNIT_TESTS = sorted((PROMETHEUS / "tests").glob("*.yml"))
 RUNBOOK = ROOT / "docs" / "runbook.md"
 README = ROOT / "README.md"
+GENERATOR = ROOT / "deploy" / "generate.py"
 
 # Alert -> severity, as issue 5 asks for them.
 REQUIRED_ALERTS = {
@@ -57,16 +60,19 @@ def unit_test_cases() -> list[dict[str, Any]]:
     return [case for path in UNIT_TESTS for case in load(path)["tests"]]
 
 
-def github_anchor(heading: str) -> str:
-    """The anchor GitHub gives a Markdown heading."""
-    return re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")
+def load_generator() -> ModuleType:
+    """deploy/generate.py as a module: it owns the runbook base URL and the anchor rule."""
+    spec = importlib.util.spec_from_file_location("sidecar_deploy_generate", GENERATOR)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def runbook_anchors() -> set[str]:
-    return {
-        github_anchor(match)
-        for match in re.findall(r"^#{1,6} (.+)$", RUNBOOK.read_text(encoding="utf-8"), re.M)
-    }
+    anchors: set[str] = load_generator().runbook_anchors(RUNBOOK)
+    return anchors
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -162,10 +168,49 @@ def test_alert_annotations_follow_the_mixin_conventions(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(REQUIRED_ALERTS))
-def test_runbook_url_points_at_the_alerts_own_runbook_section(name: str) -> None:
+def test_runbook_url_is_the_base_url_and_the_alerts_own_runbook_section(name: str) -> None:
     url = alerts()[name]["annotations"]["runbook_url"]
-    assert url == f"docs/runbook.md#{name.lower()}"
+    assert url == f"{load_generator().RUNBOOK_BASE_URL}#{name.lower()}"
+    assert re.fullmatch(r"https://[^\s#]+#[a-z0-9_-]+", url)
     assert name.lower() in runbook_anchors()
+
+
+def test_another_base_url_gives_every_alert_an_absolute_link_to_an_existing_anchor() -> None:
+    generator = load_generator()
+    base = "https://wiki.example.org/ops/session-sidecar/runbook"
+    rewritten = yaml.safe_load(generator.generate(base)[ALERTS])
+    links = {
+        rule["alert"]: rule["annotations"]["runbook_url"]
+        for group in rewritten["groups"]
+        for rule in group["rules"]
+    }
+    assert set(links) == set(REQUIRED_ALERTS)
+    for name, link in links.items():
+        prefix, anchor = link.split("#")
+        assert prefix == base, name
+        assert anchor == name.lower()
+        assert anchor in runbook_anchors()
+
+
+@pytest.mark.parametrize(
+    ("base", "problem"),
+    [
+        ("docs/runbook.md", "absolute http(s) URL"),
+        ("https://wiki.example.org/runbook#top", "without '#'"),
+    ],
+)
+def test_a_relative_or_anchored_base_url_is_refused(base: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        load_generator().generate(base)
+
+
+def test_an_alert_without_a_runbook_section_is_refused() -> None:
+    generator = load_generator()
+    text = ALERTS.read_text(encoding="utf-8")
+    renamed = text.replace("- alert: SidecarDown", "- alert: SidecarGone")
+    assert renamed != text
+    with pytest.raises(ValueError, match="no section SidecarGone"):
+        generator.with_runbook_links(renamed, generator.RUNBOOK_BASE_URL, runbook_anchors())
 
 
 def test_every_runbook_section_for_an_alert_has_meaning_confirmation_and_action() -> None:
@@ -180,16 +225,12 @@ def test_every_runbook_section_for_an_alert_has_meaning_confirmation_and_action(
         assert "curl " in section
 
 
-def test_utilization_critical_precedes_the_warning_that_reads_its_alerts_series() -> None:
-    # Rules in a group run in order; the warning's `unless ALERTS{...}` sees the critical
-    # alert of the same evaluation only if the critical rule ran first.
-    names = list(alerts())
-    assert (
-        "SidecarSessionUtilizationCritical" in alerts()["SidecarSessionUtilizationWarning"]["expr"]
-    )
-    assert names.index("SidecarSessionUtilizationCritical") < names.index(
-        "SidecarSessionUtilizationWarning"
-    )
+def test_the_warning_yields_to_the_critical_alert_by_alertmanager_inhibition_alone() -> None:
+    # One mechanism: Alertmanager's inhibit rule, not an `unless ALERTS{...}` in the rule.
+    assert "ALERTS" not in alerts()["SidecarSessionUtilizationWarning"]["expr"]
+    (inhibit,) = load(PROMETHEUS / "alertmanager.yml")["inhibit_rules"]
+    assert inhibit["source_matchers"] == ['alertname="SidecarSessionUtilizationCritical"']
+    assert inhibit["target_matchers"] == ['alertname="SidecarSessionUtilizationWarning"']
 
 
 def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
@@ -257,6 +298,6 @@ def test_every_recording_rule_has_an_expression_test() -> None:
 
 def test_every_prometheus_yaml_file_parses() -> None:
     paths = sorted(PROMETHEUS.rglob("*.yml"))
-    assert len(paths) == 5
+    assert len(paths) == 6
     for path in paths:
         assert isinstance(load(path), dict), path

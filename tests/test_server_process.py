@@ -16,10 +16,10 @@ import requests
 from conftest import STARTUP_SECONDS, SidecarSpawner, poll
 from flask import Flask
 
-from sidecar.app import create_app, get_sidecar
-from sidecar.manager import SessionManager
+from sidecar.core.manager import SessionManager
 from sidecar.server import BacklogLog, SidecarServer
 from sidecar.settings import Settings
+from sidecar.web.app import create_app, get_sidecar
 
 pytestmark = pytest.mark.process
 
@@ -301,17 +301,24 @@ def test_the_backlog_log_reports_the_deepest_queue_once_per_interval() -> None:
     handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
     server_logger = logging.getLogger("sidecar.server")
     server_logger.addHandler(handler)
+
+    def queued(depth: int) -> bool:
+        record = logging.LogRecord(
+            "waitress.queue", logging.WARNING, __file__, 0, "Task queue depth is %d", (depth,), None
+        )
+        return log.filter(record)
+
     try:
-        log.warning("Task queue depth is %d", 2)  # the first backlog: at once
-        for depth in (3, 7, 4):
-            log.warning("Task queue depth is %d", depth)
+        passed = [queued(2)]  # the first backlog: at once
+        passed += [queued(depth) for depth in (3, 7, 4)]
         now[0] += 59.9
-        log.warning("Task queue depth is %d", 1)
+        passed.append(queued(1))
         now[0] += 0.1
-        log.warning("Task queue depth is %d", 2)  # a minute on: the summary
+        passed.append(queued(2))  # a minute on: the summary
     finally:
         server_logger.removeHandler(handler)
 
+    assert not any(passed), "waitress's own line never passes the filter"
     assert [line.split(":")[1].strip() for line in lines] == [
         "up to 2 queued, 1 waited since the last report; if this persists, raise SIDECAR_THREADS",
         "up to 7 queued, 5 waited since the last report; if this persists, raise SIDECAR_THREADS",

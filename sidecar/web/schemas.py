@@ -13,8 +13,15 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from sidecar.config import CapacityPolicy, Seconds
-from sidecar.models import GenerationStatus, ProgressUpdate, ScenePrompt
+from sidecar.core.config import CapacityPolicy, Seconds
+from sidecar.core.figures import Health
+from sidecar.core.models import (
+    MAX_SCENES,
+    ErrorMessage,
+    GenerationStatus,
+    ProgressUpdate,
+    ScenePrompt,
+)
 
 __all__ = [
     "BulkStatusRequest",
@@ -37,10 +44,8 @@ __all__ = [
 ]
 
 MAX_BULK_IDS = 1000
-MAX_SCENES = 100  # scene numbers run from 1 to num_scenes, at most 100
 
 _BODY = ConfigDict(extra="forbid")
-ErrorMessage = Annotated[str, Field(max_length=2000)]
 SessionId = Annotated[str, Field(min_length=1, max_length=200)]
 StrictInt = Annotated[int, Strict()]
 StrictFloat = Annotated[float, Strict()]
@@ -199,7 +204,7 @@ class PerformanceStats(_Answer):
 class HealthReport(_Answer):
     """SessionManager.get_health_status()."""
 
-    overall_health: Literal["healthy", "warning", "critical"]
+    overall_health: Health
     session_count: int
     utilization_percent: float
     stuck_sessions: int

@@ -17,7 +17,7 @@ from pydantic_core import ErrorDetails, to_json
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.wrappers import Response as BaseResponse
 
-from sidecar.errors import (
+from sidecar.core.errors import (
     InvalidTransitionError,
     SessionCapacityError,
     SessionLockError,
@@ -26,6 +26,7 @@ from sidecar.errors import (
 )
 
 __all__ = [
+    "UNMATCHED_ROUTE",
     "PROBLEM_MEDIA_TYPE",
     "PROBLEM_TYPES",
     "RETRY_AFTER_SECONDS",
@@ -38,6 +39,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# The route label of a request no URL rule matched (metrics and logs never carry raw paths).
+UNMATCHED_ROUTE = "<unmatched>"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:sidecar:problem:"
 # Capacity frees up as generations finish and sessions expire; a few seconds is a fair wait.
@@ -193,7 +196,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         # The traceback goes to the log only; the client gets no internals.
-        rule = request.url_rule.rule if request.url_rule else "<unmatched>"
+        rule = request.url_rule.rule if request.url_rule else UNMATCHED_ROUTE
         logger.error(
             "unhandled %s on %s %s", type(exc).__name__, request.method, rule, exc_info=exc
         )

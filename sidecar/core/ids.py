@@ -4,20 +4,19 @@
 around that system call. On a busy threaded server the thread then waits for the GIL to come
 back, up to the interpreter's switch interval (5 ms), on every create. Here one call serves
 `batch` ids. Each thread draws from its own pool, so no thread ever waits on another's system
-call; the bytes are the same kernel randomness, and each id gets the version and variant bits
-of RFC 9562's version 4.
+call; the bytes are the same kernel randomness, and `uuid.UUID(bytes=..., version=4)` sets the
+version and variant bits of RFC 9562's version 4.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import uuid
 
 __all__ = ["SessionIds", "new_session_id"]
 
 _BATCH = 256
-# The variant digit: the top two bits of byte 8 become 10, so the hex digit is 8, 9, a or b.
-_VARIANT = {f"{n:x}": f"{8 | (n & 3):x}" for n in range(16)}
 
 
 class SessionIds:
@@ -43,9 +42,7 @@ class SessionIds:
             local.pool = pool = os.urandom(self._size)
             at = 0
         local.at = at + 16
-        h = pool[at : at + 16].hex()
-        # xxxxxxxx-xxxx-4xxx-Vxxx-xxxxxxxxxxxx: version nibble 4, variant digit V in 8-b
-        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+        return str(uuid.UUID(bytes=pool[at : at + 16], version=4))
 
 
 new_session_id = SessionIds()

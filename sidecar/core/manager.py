@@ -10,20 +10,19 @@ what the manager hands out cannot be changed behind its back.
 from __future__ import annotations
 
 import bisect
-import enum
 import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from sidecar.clock import Clock, SystemClock, to_micros
-from sidecar.config import CapacityPolicy, ManagerConfig
-from sidecar.errors import (
+from sidecar.core.clock import Clock, SystemClock, to_micros
+from sidecar.core.config import CapacityPolicy, ManagerConfig
+from sidecar.core.errors import (
     InvalidTransitionError,
     SessionCapacityError,
     SessionLockError,
@@ -31,16 +30,24 @@ from sidecar.errors import (
     SessionNotFoundError,
     SessionValidationError,
 )
-from sidecar.ids import new_session_id
-from sidecar.models import (
+from sidecar.core.events import REJECTED_CAPACITY, EventType, RemovalReason, SessionEvent
+from sidecar.core.figures import AGE_BUCKETS, ManagerSnapshot, health_of
+from sidecar.core.ids import new_session_id
+from sidecar.core.models import (
     FINISHED,
+    ErrorMessage,
     GenerationRequest,
     GenerationSession,
     GenerationStatus,
     ProgressUpdate,
     ScenePrompt,
     evolve,
-    trusted_session,
+)
+from sidecar.core.rules import (
+    ALLOWED_TRANSITIONS,
+    KNOWN_TRANSITIONS,
+    RECOVERED_MESSAGE,
+    UPDATABLE_FIELDS,
 )
 from sidecar.store import Cursor, InMemorySessionStore, SessionStore
 
@@ -62,63 +69,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _S = GenerationStatus
-ALLOWED_TRANSITIONS: Mapping[GenerationStatus, frozenset[GenerationStatus]] = {
-    _S.PENDING: frozenset({_S.PROCESSING, _S.FAILED}),
-    _S.PROCESSING: frozenset({_S.COMPLETED, _S.FAILED}),
-    _S.COMPLETED: frozenset(),
-    _S.FAILED: frozenset(),
-}
-# The state machine's edges plus completed -> failed, which only recovery takes.
-KNOWN_TRANSITIONS: tuple[tuple[GenerationStatus, GenerationStatus], ...] = (
-    *((src, dst) for src, dsts in ALLOWED_TRANSITIONS.items() for dst in sorted(dsts)),
-    (_S.COMPLETED, _S.FAILED),
-)
-RECOVERED_MESSAGE = "Session recovered from corrupted state"
-UPDATABLE_FIELDS = frozenset({"status", "error_message", "progress", "scenes"})
 
-# (label, lower bound inclusive, upper bound exclusive) of a session's age, in seconds.
-AGE_BUCKETS: tuple[tuple[str, float, float], ...] = (
-    ("under_1h", 0, 3600),
-    ("1h_to_6h", 3600, 6 * 3600),
-    ("6h_to_24h", 6 * 3600, 24 * 3600),
-    ("over_24h", 24 * 3600, float("inf")),
-)
 _MICROS = 1_000_000
 # At capacity under evict_oldest every create evicts: one warning per eviction would be a line
 # per create. Each eviction is logged at debug; a warning sums them up at most this often.
 EVICTION_REPORT_SECONDS = 60.0
 _EVICTION_REPORT = timedelta(seconds=EVICTION_REPORT_SECONDS)
-
-
-class EventType(enum.StrEnum):
-    """What a session callback can be registered for."""
-
-    CREATED = "created"
-    STATUS_CHANGED = "status_changed"
-    PROGRESS = "progress"
-    SCENE_ADDED = "scene_added"
-    SCENES_REPLACED = "scenes_replaced"
-    REMOVED = "removed"
-
-
-class RemovalReason(enum.StrEnum):
-    """Why a session left the manager."""
-
-    DELETED = "deleted"  # remove_session
-    EXPIRED = "expired"  # age-based cleanup, automatic or on demand
-    EVICTED = "evicted"  # dropped to make room at capacity
-    PURGED = "purged"  # cleanup_failed/completed_sessions, force_cleanup_all
-
-
-@dataclass(frozen=True, slots=True)
-class SessionEvent:
-    """What a callback receives; `session` is the state after the change (before, for removed)."""
-
-    type: EventType
-    session_id: str
-    session: GenerationSession
-    previous_status: GenerationStatus | None = None
-    reason: RemovalReason | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,34 +84,6 @@ class BulkUpdateResult:
     updated: list[str]
     missing: list[str]
     conflicts: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class ManagerSnapshot:
-    """Every figure stats, health and /metrics need, read under one short lock."""
-
-    taken_at: datetime
-    total: int
-    capacity: int
-    utilization: float
-    health: str
-    by_status: Mapping[GenerationStatus, int]
-    by_age: Mapping[str, int]
-    stuck: int
-    stuck_after_seconds: float
-    oldest_created: Mapping[GenerationStatus, datetime]
-    average_age_seconds: float
-    oldest_age_seconds: float
-    newest_age_seconds: float
-    created_total: int
-    removed_total: Mapping[RemovalReason, int]
-    rejected_total: Mapping[str, int]
-    transitions_total: Mapping[tuple[GenerationStatus, GenerationStatus], int]
-    cleanup_runs_total: int
-    cleanup_errors_total: int
-    cleanup_last_run: datetime | None
-    worker_alive: bool
-    closed: bool
 
 
 @dataclass(slots=True)
@@ -177,9 +105,7 @@ _scenes_adapter = TypeAdapter(tuple[ScenePrompt, ...])
 _status_adapter = TypeAdapter(GenerationStatus)
 _request_adapter = TypeAdapter(GenerationRequest)
 _scene_adapter = TypeAdapter(ScenePrompt)
-_error_message_adapter: TypeAdapter[str | None] = TypeAdapter(
-    Annotated[str, Field(max_length=2000)] | None
-)
+_error_message_adapter: TypeAdapter[str | None] = TypeAdapter(ErrorMessage | None)
 
 
 def _validation_error(exc: ValidationError, *loc: str) -> SessionValidationError:
@@ -531,11 +457,10 @@ class SessionManager:
                 self._expire(now, None)
             while len(self._store) >= self._config.max_sessions:
                 if self._config.capacity_policy is CapacityPolicy.REJECT:
-                    self._counters.rejected["capacity"] += 1
+                    self._counters.rejected[REJECTED_CAPACITY] += 1
                     raise SessionCapacityError(self._config.max_sessions)
                 evicted.append(self._evict_one())
-            # request is validated above and `now` comes from the clock: nothing to re-check
-            session = trusted_session(
+            session = GenerationSession(
                 session_id=session_id,
                 status=GenerationStatus.PENDING,
                 request_data=request,
@@ -921,16 +846,11 @@ class SessionManager:
             by_status = dict(store.count_by_status())
             c = self._counters
             removed = {r: c.removed[r] for r in RemovalReason}
-            rejected = {"capacity": c.rejected["capacity"]}
+            rejected = {REJECTED_CAPACITY: c.rejected[REJECTED_CAPACITY]}
             transitions = {t: c.transitions[t] for t in KNOWN_TRANSITIONS}
             counters = (c.created, c.cleanup_runs, c.cleanup_errors, c.cleanup_last_run)
         utilization = total / cfg.max_sessions
-        if utilization >= cfg.critical_utilization:
-            health = "critical"
-        elif utilization >= cfg.warning_utilization:
-            health = "warning"
-        else:
-            health = "healthy"
+        health = health_of(utilization, cfg.warning_utilization, cfg.critical_utilization)
         if span is None:
             average = oldest_age = newest_age = 0.0
         else:
@@ -981,7 +901,7 @@ class SessionManager:
         """The seed's health report, in real types (ints, floats, bools)."""
         snap = self.snapshot()
         return {
-            "overall_health": snap.health,
+            "overall_health": snap.health.value,
             "session_count": snap.total,
             "utilization_percent": round(snap.utilization * 100, 1),
             "stuck_sessions": snap.stuck,
