@@ -70,7 +70,7 @@ bench: $(DEV_STAMP)
 ## demo: the sidecar, Prometheus with the shipped rules (if installed) and simulated traffic;
 ## options in DEMO_ARGS (see `python scripts/demo.py --help`)
 demo: $(DEMO_STAMP)
-	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
+	@$(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
