@@ -601,24 +601,27 @@ def _cleanup_row(builder: dashboard.Dashboard) -> None:
         .mappings(value_text({"0": ("down", "red"), "1": ("up", "green")}))
         .thresholds(thresholds((None, "red"), (1, "green")))
     )
+    last_run = f"max by (instance) ({sel('sidecar_cleanup_last_run_timestamp_seconds')})"
     builder.with_panel(
         stat_panel(
             21,
             "Since the last cleanup run",
-            "Time since the last cleanup run ended, per instance; no value before the first "
-            "run, one cleanup interval after start. Normal: less than the cleanup interval "
-            "(cleanup_interval_seconds, 1 h by default); orange from 2 h. "
-            "An on-demand run is POST /api/v1/admin/cleanup.",
+            "Time since the last cleanup run ended, per instance. Before the first run (one "
+            "cleanup interval after start) it shows the time since the sidecar started, "
+            'labelled "no run yet". Normal: less than the cleanup interval '
+            "(cleanup_interval_seconds, 1 h by default); orange from 2 h, with or without "
+            "a run. An on-demand run is POST /api/v1/admin/cleanup.",
             [
+                # the timestamp is 0 before the first run: no value rather than 56 years
+                query("A", f"time() - ({last_run} > 0)", "{{instance}}", instant=True),
                 query(
-                    "A",
-                    # the timestamp is 0 before the first run: no value rather than 56 years
-                    "time() - (max by (instance) ("
-                    + sel("sidecar_cleanup_last_run_timestamp_seconds")
-                    + ") > 0)",
-                    "{{instance}}",
+                    "B",
+                    "time() - max by (instance) ("
+                    + sel("process_start_time_seconds")
+                    + f") and on (instance) ({last_run} == 0)",
+                    "{{instance}}: no run yet, up for",
                     instant=True,
-                )
+                ),
             ],
             unit="s",
             span=6,

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import re
 import subprocess
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -329,6 +330,30 @@ def test_provider_path_is_where_the_readme_copies_the_json() -> None:
     readme = (GRAFANA / "README.md").read_text(encoding="utf-8")
     assert f"sudo cp grafana/dashboards/*.json {path}/" in readme
     assert f'"$PWD/grafana/dashboards:{path}:ro"' in readme
+
+
+def docker_run_commands(readme: str) -> list[str]:
+    """Each `docker run` command of a shell block in `readme`, continuation lines joined."""
+    blocks = re.findall(r"```sh\n(.*?)```", readme, flags=re.DOTALL)
+    commands = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    return [" ".join(c.split()) for c in commands if c.lstrip().startswith("docker run")]
+
+
+def test_the_docker_recipe_reaches_the_provisioned_datasource() -> None:
+    # Inside a container 127.0.0.1 is the container: a loopback data source URL is only the
+    # host's Prometheus when the container shares the host's network.
+    url = load_yaml(GRAFANA / "provisioning" / "datasources" / "prometheus.yaml")["datasources"][0][
+        "url"
+    ]
+    host = urllib.parse.urlsplit(url).hostname
+    (command,) = docker_run_commands((GRAFANA / "README.md").read_text(encoding="utf-8"))
+    if host in {"127.0.0.1", "localhost", "::1"}:
+        assert "--network host" in command or "--network=host" in command, command
+        assert " -p " not in command, "ports are not published with --network host"
+    else:
+        assert host == "host.docker.internal", url
+        assert "--add-host=host.docker.internal:host-gateway" in command, command
+    assert "/etc/grafana/provisioning/datasources" in command
 
 
 def test_every_grafana_yaml_file_parses() -> None:

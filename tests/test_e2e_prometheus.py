@@ -427,3 +427,15 @@ def test_session_utilization_health_and_http_panels_show_data(
         what=lambda: f"data in every checked panel; none yet in {empty}",
     )
     assert empty == []
+
+
+def test_the_cleanup_panel_says_something_before_the_first_run(
+    prometheus: Prometheus, panel_queries: list[PanelQuery]
+) -> None:
+    # This sidecar runs with the default cleanup interval (1 h): no run has ended yet.
+    queries = {q.ref_id: q for q in panel_queries if q.panel == "Since the last cleanup run"}
+    assert set(queries) == {"A", "B"}
+    assert not has_data(prometheus, queries["A"])  # no run: no "time since the last run"
+    assert has_data(prometheus, queries["B"])  # but the time since start, labelled so
+    (uptime,) = prometheus.data("/api/v1/query", query=queries["B"].expr)["result"]
+    assert 0 < float(uptime["value"][1]) < 3600
