@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from bench.common import STORY, Figure, Log, Section, fmt, load_sessions, median
-from sidecar.manager import RemovalReason, SessionManager
+from sidecar.core.manager import RemovalReason, SessionManager
 
 TARGET_RATIO = 2.0
 

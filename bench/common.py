@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 
-from sidecar.clock import ManualClock
-from sidecar.config import ManagerConfig
-from sidecar.manager import SessionManager
-from sidecar.models import GenerationRequest, GenerationStatus
+from sidecar.core.clock import ManualClock
+from sidecar.core.config import ManagerConfig
+from sidecar.core.manager import SessionManager
+from sidecar.core.models import GenerationRequest, GenerationStatus
 
 __all__ = [
     "FIXTURE_START",

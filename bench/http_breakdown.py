@@ -19,10 +19,10 @@ from typing import Any
 from flask import Flask
 
 from bench.bare_app import create_bare_app
-from sidecar.app import create_app, get_sidecar
-from sidecar.manager import SessionManager
-from sidecar.models import GenerationRequest, GenerationSession
+from sidecar.core.manager import SessionManager
+from sidecar.core.models import GenerationRequest, GenerationSession
 from sidecar.settings import Settings
+from sidecar.web.app import create_app, get_sidecar
 
 __all__ = ["VARIANTS", "breakdown"]
 
@@ -85,7 +85,7 @@ def _app(variant: str, mode: str) -> tuple[Flask, str]:
     manager = get_sidecar(app).manager
     session = manager.create_session(GenerationRequest(story_text=STORY))
     if variant == "sidecar without the gate":
-        # the gate (sidecar.app._Gate: tokens, drain, timing) wraps wsgi_app; take it off too
+        # the gate (sidecar.web.app._Gate: tokens, drain, timing) wraps wsgi_app; take it off too
         inner = getattr(app.wsgi_app, "_app", None)
         if inner is not None:
             app.wsgi_app = inner  # type: ignore[method-assign]

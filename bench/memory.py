@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Figure, Log, Section, fmt, load_sessions
-from sidecar.manager import SessionManager
-from sidecar.models import GenerationRequest
+from sidecar.core.manager import SessionManager
+from sidecar.core.models import GenerationRequest
 
 STORY_CHARS = 2048
 SCENES = 5

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from bench.common import STORY, Figure, Log, Section, fmt, load_sessions, median
 from bench.scrape import make_app, prometheus_scrape
-from sidecar.manager import SessionManager
-from sidecar.models import ScenePrompt
+from sidecar.core.manager import SessionManager
+from sidecar.core.models import ScenePrompt
 
 TARGET_SHARE = 0.90
 SESSIONS = 100_000

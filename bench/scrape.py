@@ -23,10 +23,10 @@ from prometheus_client.registry import Collector
 from werkzeug.test import TestResponse
 
 from bench.common import Figure, Log, Section, fmt, load_sessions, median, time_calls
-from sidecar.app import get_sidecar
-from sidecar.manager import SessionManager
+from sidecar.core.manager import SessionManager
 from sidecar.metrics import SessionCollector, SidecarMetrics
 from sidecar.settings import Settings
+from sidecar.web.app import get_sidecar
 
 __all__ = ["PROMETHEUS_HEADERS", "make_app", "prometheus_scrape", "run"]
 
@@ -44,7 +44,7 @@ TARGET_COLLECTOR_MS = 1.0
 def make_app(manager: SessionManager) -> Flask:
     """The real app around an already loaded manager, its cleanup worker running (so /readyz
     is ready, as in production)."""
-    from sidecar.app import create_app
+    from sidecar.web.app import create_app
 
     manager.start()
     return create_app(Settings(), manager=manager)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sidecar.clock import Clock, ManualClock, SystemClock
-from sidecar.config import CapacityPolicy, ManagerConfig
-from sidecar.errors import (
+from sidecar.core.clock import Clock, ManualClock, SystemClock
+from sidecar.core.config import CapacityPolicy, ManagerConfig
+from sidecar.core.errors import (
     InvalidTransitionError,
     SessionCapacityError,
     SessionLockError,
@@ -14,8 +14,8 @@ from sidecar.errors import (
     SessionNotFoundError,
     SessionValidationError,
 )
-from sidecar.manager import SessionManager
-from sidecar.models import (
+from sidecar.core.manager import SessionManager
+from sidecar.core.models import (
     GenerationRequest,
     GenerationSession,
     GenerationStatus,
@@ -23,11 +23,11 @@ from sidecar.models import (
     ProgressUpdate,
     ScenePrompt,
 )
+from sidecar.version import __version__
 
 if TYPE_CHECKING:
-    from sidecar.app import create_app
+    from sidecar.web.app import create_app
 
-__version__ = "0.1.0"
 
 __all__ = [
     "CapacityPolicy",
@@ -56,7 +56,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The web layer is imported on first use, so the core stays importable without Flask.
     if name == "create_app":
-        from sidecar.app import create_app
+        from sidecar.web.app import create_app
 
         return create_app
     raise AttributeError(f"module 'sidecar' has no attribute {name!r}")

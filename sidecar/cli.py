@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
-from sidecar import __version__
+from sidecar.version import __version__
 
 __all__ = ["build_parser", "main"]
 
@@ -37,9 +37,9 @@ def _fail(message: str) -> int:
 
 
 def _selfcheck(_args: argparse.Namespace) -> int:
-    from sidecar.clock import ManualClock
-    from sidecar.manager import SessionManager
-    from sidecar.models import GenerationRequest
+    from sidecar.core.clock import ManualClock
+    from sidecar.core.manager import SessionManager
+    from sidecar.core.models import GenerationRequest
 
     with SessionManager(clock=ManualClock()) as manager:
         session = manager.create_session(GenerationRequest(story_text="A fox finds a lantern."))

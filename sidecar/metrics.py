@@ -12,27 +12,26 @@ from __future__ import annotations
 
 import gzip
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from sidecar import __version__
-from sidecar.clock import EPOCH
-from sidecar.manager import (
+from sidecar.core.clock import EPOCH
+from sidecar.core.manager import (
     AGE_BUCKETS,
     EventType,
     RemovalReason,
     SessionEvent,
     SessionManager,
 )
-from sidecar.models import FINISHED, GenerationStatus
+from sidecar.core.models import FINISHED, GenerationStatus
+from sidecar.version import __version__
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -40,6 +39,7 @@ __all__ = [
     "HTTP_BUCKETS",
     "SessionCollector",
     "SidecarMetrics",
+    "well_formed_accept",
 ]
 
 HEALTH_STATES = ("healthy", "warning", "critical")
@@ -48,7 +48,36 @@ DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 360
 # The sidecar answers from memory: sub-millisecond to tens of milliseconds. Few buckets on
 # purpose: every (method, route, status) child renders all of them on every scrape.
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5)
-_PLAIN_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+# A media range's version as prometheus_client can compare it: ASCII digits and dots only
+# (int() would also take full-width digits, which then end up in a response header).
+_VERSION = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9}){0,2}", re.ASCII)
+_EXPOSITION_TYPES = frozenset({"application/openmetrics-text", "text/plain"})
+
+
+def well_formed_accept(accept: str | None) -> str:
+    """`accept` without the exposition media ranges whose parameters prometheus_client cannot
+    read (a version that is not dotted ASCII digits, a value outside visible ASCII).
+
+    prometheus_client's `choose_encoder` raises on `version=abc` and echoes any version into
+    the Content-Type; a range dropped here falls back to what the rest of the header asks
+    for, in the end the text format. Clients get the text format, never a 500 or a 406.
+    """
+    if not accept:
+        return ""
+    kept = []
+    for media_range in accept.split(","):
+        kind, *params = media_range.split(";")
+        if kind.strip() in _EXPOSITION_TYPES and not all(map(_readable_param, params)):
+            continue
+        kept.append(media_range)
+    return ",".join(kept)
+
+
+def _readable_param(param: str) -> bool:
+    if not (param.isascii() and param.isprintable()):
+        return False
+    key, _, value = param.strip().partition("=")
+    return key != "version" or _VERSION.fullmatch(value) is not None
 
 
 class SessionCollector(Collector):
@@ -160,42 +189,6 @@ class SessionCollector(Collector):
         yield from (cleanup_runs, cleanup_errors)
 
 
-class _NotPlain(Exception):
-    """A name in the registry is not a plain Prometheus name."""
-
-
-class _PlainNames:
-    """A registry as the encoders read it (`collect()` only), stopping at the first metric,
-    sample or label name that is not plain: `[a-zA-Z_][a-zA-Z0-9_]*`.
-
-    The "underscores" escaping scheme (the default, and what Prometheus 2 asks for) leaves a
-    plain name as it is, and so does "allow-utf-8". prometheus_client's encoder (0.26) still
-    re-escapes each sample's name character by character under "underscores", about a third
-    of a scrape here, and not under "allow-utf-8": for a registry whose names are all plain,
-    both give the same bytes. Names already seen are remembered: a set lookup per name.
-    """
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._registry = registry
-        self._plain: set[str] = set()
-
-    def _check(self, name: str) -> None:
-        if name not in self._plain:
-            if not _PLAIN_NAME.fullmatch(name):
-                raise _NotPlain(name)
-            self._plain.add(name)
-
-    def collect(self) -> Iterator[Metric]:
-        check = self._check
-        for metric in self._registry.collect():
-            check(metric.name)
-            for sample in metric.samples:
-                check(sample.name)
-                for label in sample.labels:
-                    check(label)
-            yield metric
-
-
 class SidecarMetrics:
     """The sidecar's metrics in a private registry, plus the hooks the HTTP layer calls."""
 
@@ -229,7 +222,6 @@ class SidecarMetrics:
             registry=self.registry,
         )
         self._http_children: dict[tuple[str, str, int], Histogram] = {}
-        self._plain_names = _PlainNames(self.registry)
         manager.register_session_callback(EventType.STATUS_CHANGED, self._on_status_changed)
 
     def _on_status_changed(self, event: SessionEvent) -> None:
@@ -254,30 +246,12 @@ class SidecarMetrics:
             child = self._http_children[key] = self.http_duration.labels(method, route, str(status))
         child.observe(seconds)
 
-    def _encode(self, encoder: Callable[[CollectorRegistry], bytes]) -> bytes:
-        """`encoder(self.registry)`, by the faster equivalent path when there is one."""
-        keywords = getattr(encoder, "keywords", {})
-        if (
-            getattr(encoder, "func", None) is openmetrics.generate_latest
-            and keywords.get("escaping") == openmetrics.UNDERSCORES
-        ):
-            try:
-                body: bytes = openmetrics.generate_latest(
-                    self._plain_names,
-                    escaping=openmetrics.ALLOWUTF8,
-                    version=keywords.get("version", "1.0.0"),
-                )
-                return body
-            except _NotPlain:
-                pass  # a name the scheme would change: let prometheus_client escape it
-        return encoder(self.registry)
-
     def render(
         self, accept: str | None, accept_encoding: str | None
     ) -> tuple[bytes, dict[str, str]]:
         """The exposition body for this Accept header (OpenMetrics or text), gzipped if asked."""
-        encoder, content_type = choose_encoder(accept or "")
-        body = self._encode(encoder)
+        encoder, content_type = choose_encoder(well_formed_accept(accept))
+        body = encoder(self.registry)
         headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
         if gzip_accepted(accept_encoding or ""):
             body = gzip.compress(body, compresslevel=1)

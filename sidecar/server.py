@@ -28,8 +28,8 @@ from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
 
-from sidecar.app import create_app, get_sidecar
 from sidecar.settings import Settings
+from sidecar.web.app import create_app, get_sidecar
 
 __all__ = [
     "BACKLOG_LOG_SECONDS",

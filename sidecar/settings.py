@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sidecar.config import CapacityPolicy, ManagerConfig
+from sidecar.core.config import CapacityPolicy, ManagerConfig
 
 __all__ = ["ENV_PREFIX", "SECRET_FIELDS", "Settings", "describe_errors", "env_name"]
 

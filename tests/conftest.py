@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 from redis_server import RedisServer, require_redis_server
 
-from sidecar.clock import ManualClock
-from sidecar.config import ManagerConfig
-from sidecar.manager import KNOWN_TRANSITIONS, SessionManager
-from sidecar.models import GenerationRequest, GenerationSession, GenerationStatus
+from sidecar.core.clock import ManualClock
+from sidecar.core.config import ManagerConfig
+from sidecar.core.manager import KNOWN_TRANSITIONS, SessionManager
+from sidecar.core.models import GenerationRequest, GenerationSession, GenerationStatus
 from sidecar.store import Cursor, InMemorySessionStore, SessionStore
 
 if TYPE_CHECKING:
@@ -196,8 +196,8 @@ MakeApp = Callable[..., "Flask"]
 @pytest.fixture
 def make_app(clean_env: pytest.MonkeyPatch, manager: SessionManager) -> Iterator[MakeApp]:
     """make_app(manager=None, **settings): apps on `manager` (or another), closed after."""
-    from sidecar.app import create_app, get_sidecar
     from sidecar.settings import Settings
+    from sidecar.web.app import create_app, get_sidecar
 
     made: list[Flask] = []
 

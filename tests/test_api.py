@@ -10,11 +10,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from sidecar.api import _declared_length, _JsonAnswer
-from sidecar.app import get_sidecar
-from sidecar.clock import ManualClock
-from sidecar.manager import RECOVERED_MESSAGE, SessionManager
-from sidecar.models import GenerationRequest, GenerationStatus
+from sidecar.core.clock import ManualClock
+from sidecar.core.manager import RECOVERED_MESSAGE, SessionManager
+from sidecar.core.models import GenerationRequest, GenerationStatus
+from sidecar.web.app import get_sidecar
+from sidecar.web.views import _declared_length, _JsonAnswer
 
 if TYPE_CHECKING:
     from conftest import MakeApp, MakeManager, MakeSession

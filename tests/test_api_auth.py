@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from sidecar.auth import Scope, TokenGuard, scope_of
-from sidecar.problems import Problem
+from sidecar.web.auth import Scope, TokenGuard, scope_of
+from sidecar.web.problems import Problem
 
 if TYPE_CHECKING:
     from conftest import MakeApp
@@ -105,7 +105,7 @@ def test_guard_compares_every_candidate_in_constant_time(monkeypatch: pytest.Mon
         compared.append((given, expected))
         return given == expected
 
-    monkeypatch.setattr("sidecar.auth.hmac.compare_digest", spy)
+    monkeypatch.setattr("sidecar.web.auth.hmac.compare_digest", spy)
     guard = TokenGuard(API, ADMIN, None)
 
     guard.check(Scope.API, f"Bearer {API}")
@@ -165,7 +165,7 @@ def _spellings(path: str) -> list[str]:
 
 
 def _guarded_operations() -> list[tuple[str, str, Scope]]:
-    from sidecar.api import OPERATIONS
+    from sidecar.web.routes import OPERATIONS
 
     concrete = {"<session_id>": "3f1c2c0e-5d7a-4b51-9a33-0f8e5b7c9d10", "<int:n>": "1"}
     found = []

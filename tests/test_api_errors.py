@@ -13,10 +13,10 @@ import pytest
 from flask.testing import FlaskClient
 from pydantic import TypeAdapter
 
-from sidecar.app import get_sidecar
-from sidecar.manager import SessionManager
-from sidecar.models import GenerationSession
-from sidecar.problems import PROBLEM_TYPES
+from sidecar.core.manager import SessionManager
+from sidecar.core.models import GenerationSession
+from sidecar.web.app import get_sidecar
+from sidecar.web.problems import PROBLEM_TYPES
 
 if TYPE_CHECKING:
     from conftest import MakeApp, MakeSession

@@ -9,10 +9,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry
 
-from sidecar.api import OPERATIONS
-from sidecar.app import create_app, get_sidecar
-from sidecar.manager import SessionManager
+from sidecar.core.manager import SessionManager
 from sidecar.settings import Settings
+from sidecar.web.app import create_app, get_sidecar
+from sidecar.web.routes import OPERATIONS
 
 if TYPE_CHECKING:
     import pytest

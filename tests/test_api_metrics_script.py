@@ -13,8 +13,8 @@ from conftest import transition_counts
 from flask import Flask
 from flask.testing import FlaskClient
 
-from sidecar.app import get_sidecar
-from sidecar.clock import ManualClock
+from sidecar.core.clock import ManualClock
+from sidecar.web.app import get_sidecar
 
 S = "/api/v1/sessions"
 STORY = {"story_text": "A kite maker's daughter crosses the desert.", "num_scenes": 2}

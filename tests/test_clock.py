@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from sidecar.clock import EPOCH, ManualClock, SystemClock, to_micros
+from sidecar.core.clock import EPOCH, ManualClock, SystemClock, to_micros
 
 
 @pytest.mark.parametrize(

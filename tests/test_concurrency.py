@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from sidecar.clock import ManualClock, to_micros
-from sidecar.config import ManagerConfig
-from sidecar.errors import SessionManagerError
-from sidecar.manager import AGE_BUCKETS, RemovalReason, SessionEvent, SessionManager
-from sidecar.models import GenerationRequest, GenerationSession, GenerationStatus, ScenePrompt
+from sidecar.core.clock import ManualClock, to_micros
+from sidecar.core.config import ManagerConfig
+from sidecar.core.errors import SessionManagerError
+from sidecar.core.manager import AGE_BUCKETS, RemovalReason, SessionEvent, SessionManager
+from sidecar.core.models import GenerationRequest, GenerationSession, GenerationStatus, ScenePrompt
 from sidecar.store import InMemorySessionStore
 
 THREADS = 8

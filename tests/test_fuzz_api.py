@@ -17,9 +17,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from sidecar.manager import SessionManager
-from sidecar.models import GenerationRequest
-from sidecar.openapi import build_openapi
+from sidecar.core.manager import SessionManager
+from sidecar.core.models import GenerationRequest
+from sidecar.web.openapi import build_openapi
 
 if TYPE_CHECKING:
     from conftest import MakeApp

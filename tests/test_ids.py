@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-import sidecar.ids
-from sidecar.ids import SessionIds, new_session_id
+import sidecar.core.ids
+from sidecar.core.ids import SessionIds, new_session_id
 
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
@@ -30,7 +30,7 @@ class CountingUrandom:
 @pytest.fixture
 def urandom(monkeypatch: pytest.MonkeyPatch) -> CountingUrandom:
     counting = CountingUrandom()
-    monkeypatch.setattr(sidecar.ids.os, "urandom", counting)  # os.urandom, for this test
+    monkeypatch.setattr(sidecar.core.ids.os, "urandom", counting)  # os.urandom, for this test
     return counting
 
 

@@ -21,10 +21,10 @@ import pytest
 from conftest import C, F, P, R, poll
 
 import sidecar
-import sidecar.manager
-from sidecar.clock import ManualClock
-from sidecar.config import CapacityPolicy, ManagerConfig
-from sidecar.errors import (
+import sidecar.core.manager
+from sidecar.core.clock import ManualClock
+from sidecar.core.config import CapacityPolicy, ManagerConfig
+from sidecar.core.errors import (
     InvalidTransitionError,
     SessionCapacityError,
     SessionLockError,
@@ -32,7 +32,7 @@ from sidecar.errors import (
     SessionNotFoundError,
     SessionValidationError,
 )
-from sidecar.manager import (
+from sidecar.core.manager import (
     ALLOWED_TRANSITIONS,
     KNOWN_TRANSITIONS,
     RECOVERED_MESSAGE,
@@ -41,7 +41,7 @@ from sidecar.manager import (
     SessionEvent,
     SessionManager,
 )
-from sidecar.models import (
+from sidecar.core.models import (
     GenerationRequest,
     GenerationSession,
     GenerationStatus,
@@ -768,7 +768,7 @@ def test_bulk_update_logs_an_operation_that_raises_and_goes_on(
             raise RuntimeError("operation broke")
         return {"status": "failed"}
 
-    with caplog.at_level(logging.ERROR, logger="sidecar.manager"):
+    with caplog.at_level(logging.ERROR, logger="sidecar.core.manager"):
         result = manager.bulk_update_sessions([a, b], operation)
     assert (result.updated, result.conflicts) == ([b], [a])
     assert manager.peek_session(a).status is P  # type: ignore[union-attr]
@@ -817,7 +817,7 @@ def test_with_session_lock_logs_and_reraises_a_failing_operation(
     def boom(session: GenerationSession) -> None:
         raise KeyError("inner")
 
-    with caplog.at_level(logging.ERROR, logger="sidecar.manager"), pytest.raises(KeyError):
+    with caplog.at_level(logging.ERROR, logger="sidecar.core.manager"), pytest.raises(KeyError):
         manager.with_session_lock(sid, boom)
     assert any(sid in r.getMessage() and r.exc_info for r in caplog.records)
     assert manager.get_session_count() == 1  # the lock was released
@@ -998,7 +998,7 @@ def test_a_failing_callback_is_logged_and_does_not_break_the_operation(
 
     manager.register_session_callback("created", broken)
     manager.register_session_callback("created", lambda e: later.append(e.session_id))
-    with caplog.at_level(logging.ERROR, logger="sidecar.manager"):
+    with caplog.at_level(logging.ERROR, logger="sidecar.core.manager"):
         session = manager.create_session(request_data)
     assert manager.peek_session(session.session_id) == session
     assert later == [session.session_id]
@@ -1221,10 +1221,10 @@ def test_reconfiguring_the_interval_wakes_the_worker(
 
 
 def test_no_module_holds_a_manager_instance() -> None:
-    for module in (sidecar, sidecar.manager):
+    for module in (sidecar, sidecar.core.manager):
         held = [name for name, v in vars(module).items() if isinstance(v, SessionManager)]
         assert held == []
-    assert not hasattr(sidecar.manager, "session_manager")
+    assert not hasattr(sidecar.core.manager, "session_manager")
 
 
 def test_importing_the_core_starts_no_thread() -> None:
@@ -1232,13 +1232,16 @@ def test_importing_the_core_starts_no_thread() -> None:
 import json, threading
 before = [t.name for t in threading.enumerate()]
 count = threading.active_count()
-import sidecar, sidecar.manager, sidecar.store, sidecar.models, sidecar.config, sidecar.clock
+import sidecar, sidecar.core.manager, sidecar.store
+import sidecar.core.models, sidecar.core.config, sidecar.core.clock
 after = [t.name for t in threading.enumerate()]
 managers = [
     f"{m.__name__}.{name}"
-    for m in (sidecar, sidecar.manager, sidecar.store, sidecar.models, sidecar.config)
+    for m in (
+        sidecar, sidecar.core.manager, sidecar.store, sidecar.core.models, sidecar.core.config
+    )
     for name, value in vars(m).items()
-    if isinstance(value, sidecar.manager.SessionManager)
+    if isinstance(value, sidecar.core.manager.SessionManager)
 ]
 print(json.dumps([before, after, count, threading.active_count(), managers]))
 """

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 import pytest
 from conftest import HOUR, MICRO, C, F, P, R, poll
 
-from sidecar.clock import ManualClock
-from sidecar.errors import SessionCapacityError
-from sidecar.manager import EventType, RemovalReason, SessionEvent
-from sidecar.models import GenerationSession, GenerationStatus
+from sidecar.core.clock import ManualClock
+from sidecar.core.errors import SessionCapacityError
+from sidecar.core.manager import EventType, RemovalReason, SessionEvent
+from sidecar.core.models import GenerationSession, GenerationStatus
 from sidecar.store import InMemorySessionStore
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ def test_force_cleanup_all_removes_everything(
     mgr = make_manager()
     for status in (P, R, C, F, P):
         make_session(mgr, status)
-    with caplog.at_level(logging.WARNING, logger="sidecar.manager"):
+    with caplog.at_level(logging.WARNING, logger="sidecar.core.manager"):
         assert mgr.force_cleanup_all() == 5
     assert mgr.get_session_count() == 0
     assert mgr.snapshot().by_status == {P: 0, R: 0, C: 0, F: 0}
@@ -241,7 +241,7 @@ def eviction_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "sidecar.manager" and r.levelno == logging.WARNING
+        if r.name == "sidecar.core.manager" and r.levelno == logging.WARNING
     ]
 
 
@@ -254,7 +254,7 @@ def test_evictions_are_summed_up_in_a_warning_at_most_once_a_minute(
     mgr = make_manager(max_sessions=2)
     make_session(mgr, "completed")
     make_session(mgr, "completed")
-    caplog.set_level(logging.DEBUG, logger="sidecar.manager")
+    caplog.set_level(logging.DEBUG, logger="sidecar.core.manager")
 
     first = make_session(mgr)  # the first eviction: reported at once
     for _ in range(4):  # four more within the minute: debug lines only
@@ -284,7 +284,7 @@ def test_an_eviction_after_a_quiet_minute_is_reported_at_once(
 ) -> None:
     mgr = make_manager(max_sessions=1)
     make_session(mgr)
-    caplog.set_level(logging.WARNING, logger="sidecar.manager")
+    caplog.set_level(logging.WARNING, logger="sidecar.core.manager")
 
     make_session(mgr)
     clock.advance(3600)
@@ -516,7 +516,7 @@ def test_a_failing_cleanup_run_is_counted_and_logged_not_raised(
     make_manager: MakeManager, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     mgr = make_manager(store=FlakyStore(failures=1))
-    with caplog.at_level(logging.ERROR, logger="sidecar.manager"):
+    with caplog.at_level(logging.ERROR, logger="sidecar.core.manager"):
         assert mgr.run_cleanup() == 0
     snap = mgr.snapshot()
     assert (snap.cleanup_runs_total, snap.cleanup_errors_total) == (1, 1)

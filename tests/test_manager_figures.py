@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from conftest import HOUR, MICRO, C, F, P, R
 
-from sidecar.clock import ManualClock, to_micros
-from sidecar.config import ManagerConfig
-from sidecar.manager import AGE_BUCKETS, KNOWN_TRANSITIONS, RemovalReason, SessionManager
-from sidecar.models import GenerationSession, GenerationStatus
+from sidecar.core.clock import ManualClock, to_micros
+from sidecar.core.config import ManagerConfig
+from sidecar.core.manager import AGE_BUCKETS, KNOWN_TRANSITIONS, RemovalReason, SessionManager
+from sidecar.core.models import GenerationSession, GenerationStatus
 from sidecar.store import Cursor, InMemorySessionStore, SessionStore
 
 if TYPE_CHECKING:
@@ -555,7 +555,7 @@ class ListStore:
 
 def run_scenario(mgr: SessionManager, clock: ManualClock) -> list[Any]:
     """The same operations on any store; returns what an observer would see."""
-    from sidecar.models import GenerationRequest
+    from sidecar.core.models import GenerationRequest
 
     story = GenerationRequest(story_text="A clockmaker's apprentice.", num_scenes=2)
     seen: list[Any] = []

@@ -19,18 +19,18 @@ from hypothesis.stateful import (
     rule,
 )
 
-from sidecar.clock import ManualClock, to_micros
-from sidecar.config import CapacityPolicy, ManagerConfig
-from sidecar.errors import (
+from sidecar.core.clock import ManualClock, to_micros
+from sidecar.core.config import CapacityPolicy, ManagerConfig
+from sidecar.core.errors import (
     InvalidTransitionError,
     SessionCapacityError,
     SessionManagerError,
     SessionNotFoundError,
     SessionValidationError,
 )
-from sidecar.manager import AGE_BUCKETS, KNOWN_TRANSITIONS, RemovalReason, SessionEvent
-from sidecar.manager import SessionManager as Manager
-from sidecar.models import GenerationRequest, GenerationStatus, ScenePrompt
+from sidecar.core.manager import AGE_BUCKETS, KNOWN_TRANSITIONS, RemovalReason, SessionEvent
+from sidecar.core.manager import SessionManager as Manager
+from sidecar.core.models import GenerationRequest, GenerationStatus, ScenePrompt
 from sidecar.store import InMemorySessionStore
 
 FINISHED = {C, F}

@@ -143,7 +143,7 @@ def exported_families() -> Iterator[dict[str, set[str]]]:
     """Each family the real exporter exposes -> its series names (with _total, _bucket, ...)."""
     # Imported here so the tokenizer tests above still run if the exporter is broken; these
     # tests then fail, as they must, rather than fall back to a list of names.
-    from sidecar.manager import SessionManager
+    from sidecar.core.manager import SessionManager
     from sidecar.metrics import SidecarMetrics
 
     manager = SessionManager()

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from sidecar.models import (
+from sidecar.core.models import (
     FINISHED,
     GenerationRequest,
     GenerationSession,

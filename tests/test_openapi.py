@@ -8,8 +8,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
-from sidecar.openapi import build_openapi
-from sidecar.schemas import MAX_SCENES
+from sidecar.web.openapi import build_openapi
+from sidecar.web.schemas import MAX_SCENES
 
 # The route table, plus /metrics.
 ROUTES = {

@@ -16,10 +16,10 @@ import requests
 from conftest import STARTUP_SECONDS, SidecarSpawner, poll
 from flask import Flask
 
-from sidecar.app import create_app, get_sidecar
-from sidecar.manager import SessionManager
+from sidecar.core.manager import SessionManager
 from sidecar.server import BacklogLog, SidecarServer
 from sidecar.settings import Settings
+from sidecar.web.app import create_app, get_sidecar
 
 pytestmark = pytest.mark.process
 

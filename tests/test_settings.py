@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sidecar.config import CapacityPolicy, ManagerConfig
+from sidecar.core.config import CapacityPolicy, ManagerConfig
 from sidecar.settings import Settings, describe_errors
 
 

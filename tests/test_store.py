@@ -9,8 +9,8 @@ from conftest import C, F, P, R
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.clock import to_micros
-from sidecar.models import GenerationRequest, GenerationSession, GenerationStatus, evolve
+from sidecar.core.clock import to_micros
+from sidecar.core.models import GenerationRequest, GenerationSession, GenerationStatus, evolve
 from sidecar.store import InMemorySessionStore, SessionStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -10,7 +10,6 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +17,15 @@ from flask import Flask, request
 from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException
 
-from sidecar.api import OPERATIONS, register_routes
-from sidecar.auth import Scope, TokenGuard, scope_of
-from sidecar.clock import Clock
-from sidecar.manager import SessionManager
+from sidecar.core.clock import Clock
+from sidecar.core.manager import SessionManager
 from sidecar.metrics import SidecarMetrics
-from sidecar.problems import Problem, register_error_handlers, shutting_down
 from sidecar.settings import Settings
+from sidecar.web.auth import Scope, TokenGuard, scope_of
+from sidecar.web.context import EXTENSION, Sidecar, get_sidecar
+from sidecar.web.problems import Problem, register_error_handlers, shutting_down
+from sidecar.web.routes import OPERATIONS
+from sidecar.web.views import register_routes
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -33,45 +34,9 @@ __all__ = ["EXTENSION", "UNMATCHED_ROUTE", "Sidecar", "create_app", "get_sidecar
 
 logger = logging.getLogger(__name__)
 
-EXTENSION = "sidecar"
 UNMATCHED_ROUTE = "<unmatched>"
 # Any other method becomes "other", so a client cannot invent metric label values.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-@dataclass(eq=False)
-class Sidecar:
-    """What the app works with: settings, the session manager, metrics, the token guard."""
-
-    settings: Settings
-    manager: SessionManager
-    metrics: SidecarMetrics
-    guard: TokenGuard
-    owns_manager: bool
-    draining: bool = False
-
-    @property
-    def accepting(self) -> bool:
-        """True while API requests are served (not draining, manager not shut down)."""
-        return not self.draining and not self.manager.closed
-
-    def readiness(self) -> dict[str, bool]:
-        """Each readiness condition; ready when all hold."""
-        return {
-            "accepting": not self.draining,
-            "manager_open": not self.manager.closed,
-            "cleanup_worker_alive": self.manager.worker_alive,
-        }
-
-    def begin_drain(self) -> None:
-        """From now on /readyz and the API answer 503."""
-        self.draining = True
-
-    def close(self) -> None:
-        """Drain, and shut the manager down if the app created it."""
-        self.begin_drain()
-        if self.owns_manager:
-            self.manager.shutdown()
 
 
 class _Gate:
@@ -165,12 +130,6 @@ class _Gate:
                 self._observe(method, route, status, seconds)
                 if logger.isEnabledFor(logging.DEBUG):
                     logger.debug("%s %s %d %.2fms", method, route, status, seconds * 1000)
-
-
-def get_sidecar(app: Flask) -> Sidecar:
-    """The Sidecar of an app made by create_app."""
-    sidecar: Sidecar = app.extensions[EXTENSION]
-    return sidecar
 
 
 def create_app(

@@ -13,8 +13,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from sidecar.config import CapacityPolicy, Seconds
-from sidecar.models import GenerationStatus, ProgressUpdate, ScenePrompt
+from sidecar.core.config import CapacityPolicy, Seconds
+from sidecar.core.models import GenerationStatus, ProgressUpdate, ScenePrompt
 
 __all__ = [
     "BulkStatusRequest",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import hmac
 
-from sidecar.problems import Problem
+from sidecar.web.problems import Problem
 
 __all__ = ["API_PREFIX", "Scope", "TokenGuard", "scope_of"]
 

@@ -17,7 +17,7 @@ from pydantic_core import ErrorDetails, to_json
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.wrappers import Response as BaseResponse
 
-from sidecar.errors import (
+from sidecar.core.errors import (
     InvalidTransitionError,
     SessionCapacityError,
     SessionLockError,

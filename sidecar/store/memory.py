@@ -13,8 +13,8 @@ from typing import Protocol
 
 from sortedcontainers import SortedList
 
-from sidecar.clock import to_micros
-from sidecar.models import GenerationSession, GenerationStatus
+from sidecar.core.clock import to_micros
+from sidecar.core.models import GenerationSession, GenerationStatus
 
 __all__ = ["Cursor", "InMemorySessionStore", "SessionStore"]
 

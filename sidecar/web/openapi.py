@@ -16,12 +16,12 @@ from pydantic import TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode
 from pydantic_core import to_json
 
-from sidecar import __version__
-from sidecar.api import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, OPERATIONS, Operation
-from sidecar.auth import Scope, scope_of
-from sidecar.models import GenerationStatus
-from sidecar.problems import PROBLEM_MEDIA_TYPE
-from sidecar.schemas import MAX_SCENES, ProblemDetails
+from sidecar.core.models import GenerationStatus
+from sidecar.version import __version__
+from sidecar.web.auth import Scope, scope_of
+from sidecar.web.problems import PROBLEM_MEDIA_TYPE
+from sidecar.web.routes import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, OPERATIONS, Operation
+from sidecar.web.schemas import MAX_SCENES, ProblemDetails
 
 __all__ = ["build_openapi", "openapi_json"]
 

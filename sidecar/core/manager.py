@@ -21,9 +21,9 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from sidecar.clock import Clock, SystemClock, to_micros
-from sidecar.config import CapacityPolicy, ManagerConfig
-from sidecar.errors import (
+from sidecar.core.clock import Clock, SystemClock, to_micros
+from sidecar.core.config import CapacityPolicy, ManagerConfig
+from sidecar.core.errors import (
     InvalidTransitionError,
     SessionCapacityError,
     SessionLockError,
@@ -31,8 +31,8 @@ from sidecar.errors import (
     SessionNotFoundError,
     SessionValidationError,
 )
-from sidecar.ids import new_session_id
-from sidecar.models import (
+from sidecar.core.ids import new_session_id
+from sidecar.core.models import (
     FINISHED,
     GenerationRequest,
     GenerationSession,

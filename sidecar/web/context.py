@@ -1,0 +1,57 @@
+"""What the app works with, kept in `app.extensions["sidecar"]`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask
+
+from sidecar.core.manager import SessionManager
+from sidecar.metrics import SidecarMetrics
+from sidecar.settings import Settings
+from sidecar.web.auth import TokenGuard
+
+__all__ = ["EXTENSION", "Sidecar", "get_sidecar"]
+
+EXTENSION = "sidecar"
+
+
+@dataclass(eq=False)
+class Sidecar:
+    """What the app works with: settings, the session manager, metrics, the token guard."""
+
+    settings: Settings
+    manager: SessionManager
+    metrics: SidecarMetrics
+    guard: TokenGuard
+    owns_manager: bool
+    draining: bool = False
+
+    @property
+    def accepting(self) -> bool:
+        """True while API requests are served (not draining, manager not shut down)."""
+        return not self.draining and not self.manager.closed
+
+    def readiness(self) -> dict[str, bool]:
+        """Each readiness condition; ready when all hold."""
+        return {
+            "accepting": not self.draining,
+            "manager_open": not self.manager.closed,
+            "cleanup_worker_alive": self.manager.worker_alive,
+        }
+
+    def begin_drain(self) -> None:
+        """From now on /readyz and the API answer 503."""
+        self.draining = True
+
+    def close(self) -> None:
+        """Drain, and shut the manager down if the app created it."""
+        self.begin_drain()
+        if self.owns_manager:
+            self.manager.shutdown()
+
+
+def get_sidecar(app: Flask) -> Sidecar:
+    """The Sidecar of an app made by create_app."""
+    sidecar: Sidecar = app.extensions[EXTENSION]
+    return sidecar

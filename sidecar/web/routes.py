@@ -1,0 +1,145 @@
+"""The route table: every route and method the sidecar serves, in one place.
+
+The URL map, the metric series created at start-up, the token scopes and the OpenAPI document
+are all built from `OPERATIONS`; the views (sidecar.web.views) are named by its endpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar.core.config import ManagerConfig
+from sidecar.core.models import GenerationRequest, GenerationSession, ProgressUpdate, ScenePrompt
+from sidecar.web.auth import API_PREFIX
+from sidecar.web.schemas import (
+    BulkStatusRequest,
+    BulkStatusResult,
+    CleanupRequest,
+    CleanupResult,
+    ConfigPatch,
+    HealthReport,
+    Liveness,
+    PerformanceStats,
+    Readiness,
+    ScenesReplace,
+    SessionPage,
+    SessionPatch,
+    StatusChange,
+)
+
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "OPERATIONS", "SESSIONS", "Operation"]
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+SESSIONS = API_PREFIX + "/sessions"
+SESSION = SESSIONS + "/<session_id>"
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One route and method: what it takes, what it answers, and which errors it can give."""
+
+    method: str
+    rule: str
+    endpoint: str  # the Api method that serves it
+    status: int  # its success status
+    summary: str
+    body: Any = None  # request body type (a pydantic model or dataclass)
+    response: Any = None  # success body type; None: no content, str: text, dict: any object
+    errors: tuple[int, ...] = ()
+    tag: str = "sessions"
+    also: tuple[int, ...] = ()  # other success statuses, with the same body
+    headers: tuple[str, ...] = ()  # headers every success carries
+    path_wins: tuple[str, ...] = ()  # body fields the path overrides (optional in the body)
+    paged: bool = False  # takes ?status=, ?limit= and ?cursor=
+
+
+_BODY_ERRORS = (400, 413, 415, 422)
+_SESSION_CHANGE = (404, *_BODY_ERRORS)
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "POST", SESSIONS, "create_session", 201, "Create a session from a generation request",
+        GenerationRequest, GenerationSession, (*_BODY_ERRORS, 429), headers=("Location",),
+    ),
+    Operation(
+        "GET", SESSIONS, "list_sessions", 200, "List session summaries in creation order",
+        response=SessionPage, errors=(422,), paged=True,
+    ),
+    Operation(
+        "POST", SESSIONS + "/bulk/status", "bulk_status", 200,
+        "Set one status on many sessions", BulkStatusRequest, BulkStatusResult, _BODY_ERRORS,
+    ),
+    Operation(
+        "GET", SESSION, "get_session", 200, "Read one session (touches last_accessed)",
+        response=GenerationSession, errors=(404,),
+    ),
+    Operation(
+        "DELETE", SESSION, "delete_session", 204, "Remove a session", errors=(404,),
+    ),
+    Operation(
+        "PATCH", SESSION, "patch_session", 200,
+        "Change status, error_message, progress and scenes together, or nothing",
+        SessionPatch, GenerationSession, (*_SESSION_CHANGE, 409),
+    ),
+    Operation(
+        "PUT", SESSION + "/status", "put_status", 200, "Move a session to another status",
+        StatusChange, GenerationSession, (*_SESSION_CHANGE, 409),
+    ),
+    Operation(
+        "PUT", SESSION + "/progress", "put_progress", 200,
+        "Record progress (pending or processing sessions only)",
+        ProgressUpdate, GenerationSession, (*_SESSION_CHANGE, 409),
+    ),
+    Operation(
+        "PUT", SESSION + "/scenes/<int:n>", "put_scene", 201,
+        "Add scene n (201) or replace it (200); the path's n wins over the body's",
+        ScenePrompt, GenerationSession, (*_SESSION_CHANGE, 409), also=(200,),
+        path_wins=("scene_number",),
+    ),
+    Operation(
+        "PUT", SESSION + "/scenes", "put_scenes", 200, "Replace all scenes",
+        ScenesReplace, GenerationSession, (*_SESSION_CHANGE, 409),
+    ),
+    Operation(
+        "POST", SESSION + "/recover", "recover_session", 200,
+        "Force a session into failed with the recovery message",
+        response=GenerationSession, errors=(404,),
+    ),
+    Operation(
+        "GET", API_PREFIX + "/stats", "stats", 200, "Performance statistics",
+        response=PerformanceStats, tag="status",
+    ),
+    Operation(
+        "GET", API_PREFIX + "/health", "health", 200, "Health by utilization",
+        response=HealthReport, tag="status",
+    ),
+    Operation(
+        "POST", API_PREFIX + "/admin/cleanup", "cleanup", 200, "Remove sessions now",
+        CleanupRequest, CleanupResult, _BODY_ERRORS, tag="admin",
+    ),
+    Operation(
+        "GET", API_PREFIX + "/admin/config", "get_config", 200, "The live manager settings",
+        response=ManagerConfig, tag="admin",
+    ),
+    Operation(
+        "PATCH", API_PREFIX + "/admin/config", "patch_config", 200,
+        "Change live manager settings (validated, all or nothing)",
+        ConfigPatch, ManagerConfig, _BODY_ERRORS, tag="admin",
+    ),
+    Operation(
+        "GET", "/livez", "livez", 200, "The process is alive", response=Liveness, tag="ops",
+    ),
+    Operation(
+        "GET", "/readyz", "readyz", 200,
+        "Ready: not shutting down, cleanup worker alive", response=Readiness, errors=(503,),
+        tag="ops",
+    ),
+    Operation(
+        "GET", "/openapi.json", "openapi", 200, "This document", response=dict, tag="ops",
+    ),
+    Operation(
+        "GET", "/metrics", "metrics", 200, "Prometheus metrics", response=str, tag="ops",
+    ),
+)  # fmt: skip
