@@ -5,19 +5,26 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 import redis
 from conftest import C, F, P, R
 from redis_server import RedisServer
 
-from sidecar.clock import ManualClock, to_micros
-from sidecar.config import CapacityPolicy
-from sidecar.errors import InvalidTransitionError, SessionNotFoundError
-from sidecar.models import GenerationRequest, GenerationSession, ProgressUpdate, ScenePrompt
-from sidecar.redisstore import ExpiryRule, RedisSessionStore, StaleScenesError
+from sidecar.core.clock import ManualClock, to_micros
+from sidecar.core.config import CapacityPolicy
+from sidecar.core.errors import InvalidTransitionError, SessionNotFoundError
+from sidecar.core.models import (
+    GenerationRequest,
+    GenerationSession,
+    GenerationStatus,
+    ProgressUpdate,
+    ScenePrompt,
+)
 from sidecar.store import InMemorySessionStore
+from sidecar.store.redis import CreateOutcome, ExpiryRule, RedisSessionStore, StaleScenesError
 
 ORDER = ((C, F), (P,), (R,))  # the memory manager's eviction order
 MakeStore = Callable[[], RedisSessionStore]
@@ -46,29 +53,37 @@ def store(make_store: MakeStore) -> RedisSessionStore:
     return make_store()
 
 
-def create(
+def attempt(
     store: RedisSessionStore,
-    clock: ManualClock,
+    now: datetime,
     request: GenerationRequest,
     *,
     capacity: int = 100,
     policy: CapacityPolicy = CapacityPolicy.EVICT_OLDEST,
     expiry: tuple[ExpiryRule, ...] = (),
-) -> GenerationSession:
-    outcome = store.create(
-        str(uuid.uuid4()),
+    session_id: str | None = None,
+) -> CreateOutcome:
+    """One create at `now` with the memory manager's eviction order."""
+    return store.create(
+        session_id or str(uuid.uuid4()),
         request,
-        to_micros(clock.now()),
+        to_micros(now),
         capacity=capacity,
         policy=policy,
         eviction_order=ORDER,
         expiry=expiry,
     )
+
+
+def create(
+    store: RedisSessionStore, clock: ManualClock, request: GenerationRequest, **kwargs: Any
+) -> GenerationSession:
+    outcome = attempt(store, clock.now(), request, **kwargs)
     assert outcome.session is not None
     return outcome.session
 
 
-def move(store: RedisSessionStore, clock: ManualClock, sid: str, *path: object) -> None:
+def move(store: RedisSessionStore, clock: ManualClock, sid: str, *path: GenerationStatus) -> None:
     sources = {R: (P,), C: (R,), F: (P, R)}
     for status in path:
         store.update(sid, to_micros(clock.now()), status=status, leave_from=sources[status])
@@ -152,14 +167,8 @@ def test_reject_at_capacity_creates_nothing(
 ) -> None:
     for _ in range(2):
         create(store, clock, request_data, capacity=2, policy=CapacityPolicy.REJECT)
-    outcome = store.create(
-        "x",
-        request_data,
-        0,
-        capacity=2,
-        policy=CapacityPolicy.REJECT,
-        eviction_order=ORDER,
-        expiry=(),
+    outcome = attempt(
+        store, clock.now(), request_data, capacity=2, policy=CapacityPolicy.REJECT, session_id="x"
     )
     assert outcome.session is None
     assert len(store) == 2
@@ -176,28 +185,12 @@ def test_eviction_takes_the_oldest_finished_then_pending_then_processing(
         clock.advance(1)
     evicted = []
     for _ in range(3):
-        outcome = store.create(
-            str(uuid.uuid4()),
-            request_data,
-            to_micros(clock.now()),
-            capacity=4,
-            policy=CapacityPolicy.EVICT_OLDEST,
-            eviction_order=ORDER,
-            expiry=(),
-        )
+        outcome = attempt(store, clock.now(), request_data, capacity=4)
         evicted += [s.session_id for s in outcome.evicted]
         assert len(store) == 4
     # failed and completed are one group: the older of the two goes first
     assert evicted == [ids[F], ids[C], ids[P]]
-    outcome = store.create(
-        "last",
-        request_data,
-        to_micros(clock.now()),
-        capacity=4,
-        policy=CapacityPolicy.EVICT_OLDEST,
-        eviction_order=ORDER,
-        expiry=(),
-    )
+    outcome = attempt(store, clock.now(), request_data, capacity=4)
     # a pending session (one made above) goes before the older processing one
     assert [s.status for s in outcome.evicted] == [P]
     assert store.get(ids[R]) is not None
@@ -210,13 +203,12 @@ def test_a_full_create_expires_before_it_evicts(
     clock.advance(10)
     young = create(store, clock, request_data).session_id
     cutoff = to_micros(clock.now() - timedelta(seconds=5))
-    outcome = store.create(
-        "n",
+    outcome = attempt(
+        store,
+        clock.now(),
         request_data,
-        to_micros(clock.now()),
         capacity=2,
         policy=CapacityPolicy.REJECT,
-        eviction_order=ORDER,
         expiry=(ExpiryRule(None, cutoff),),
     )
     assert [s.session_id for s in outcome.expired] == [old]
@@ -311,14 +303,8 @@ def test_capacity_holds_when_replicas_create_at_once(
     def work(replica: RedisSessionStore) -> None:
         start.wait()
         for _ in range(10):
-            outcome = replica.create(
-                str(uuid.uuid4()),
-                request_data,
-                to_micros(clock.now()),
-                capacity=15,
-                policy=CapacityPolicy.REJECT,
-                eviction_order=ORDER,
-                expiry=(),
+            outcome = attempt(
+                replica, clock.now(), request_data, capacity=15, policy=CapacityPolicy.REJECT
             )
             results.append(outcome.session is not None)
 

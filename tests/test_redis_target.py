@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 from redis_server import RedisServer, require_redis_server
+from test_redis_store import attempt, create
 
-from sidecar.clock import ManualClock, to_micros
-from sidecar.config import CapacityPolicy
-from sidecar.models import GenerationRequest
-from sidecar.redisstore import RedisSessionStore, StoreUnavailableError, connect, redact
-from sidecar.redisstore.target import check_prefix, check_url
+from sidecar.core.clock import ManualClock
+from sidecar.core.models import GenerationRequest
+from sidecar.store.redis import RedisSessionStore, StoreUnavailableError, connect, redact
+from sidecar.store.redis.target import check_prefix, check_url
 
 SECRET = "s3cr3t-pw"
 
@@ -60,28 +61,47 @@ def test_a_stopped_server_gives_unavailable_and_a_restarted_one_serves_again(
     try:
         store = RedisSessionStore(client, f"t{uuid.uuid4().hex[:8]}")
 
-        def create() -> None:
-            store.create(
-                str(uuid.uuid4()),
-                request_data,
-                to_micros(clock.now()),
-                capacity=10,
-                policy=CapacityPolicy.REJECT,
-                eviction_order=(),
-                expiry=(),
-            )
+        def create_one() -> None:
+            attempt(store, clock.now(), request_data)
 
-        create()
+        create_one()
         server.kill()
         with pytest.raises(StoreUnavailableError, match="create"):
-            create()
+            create_one()
         with pytest.raises(StoreUnavailableError, match="figures"):
             store.figures([], 0)
         with pytest.raises(StoreUnavailableError, match="get"):
             store.get("x")
         server.start()  # the same port; no persistence, so an empty store with no scripts
-        create()  # the same client reconnects, and sends the script again (NOSCRIPT)
+        create_one()  # the same client reconnects, and sends the script again (NOSCRIPT)
         assert len(store) == 1
     finally:
         client.close()
         server.stop()
+
+
+@pytest.mark.process
+def test_aof_everysec_keeps_every_session_written_over_a_second_before_kill_9(
+    durable_redis_server: RedisServer, clock: ManualClock, request_data: GenerationRequest
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    client = connect(durable_redis_server.url, timeout=2)
+    try:
+        store = RedisSessionStore(client, prefix)
+        made = set()
+        for _ in range(200):
+            made.add(create(store, clock, request_data, capacity=1000).session_id)
+        # The guarantee is about time (appendfsync everysec): the wait is the thing under test.
+        time.sleep(1.5)
+    finally:
+        client.close()
+    durable_redis_server.kill()
+    durable_redis_server.start()
+    client = connect(durable_redis_server.url, timeout=2)
+    try:
+        store = RedisSessionStore(client, prefix)
+        kept = {s.session_id for s in store.page(None, None, 1000)}
+        assert kept == made
+        assert store.figures([], 0).total == len(made)
+    finally:
+        client.close()

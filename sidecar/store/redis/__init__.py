@@ -6,14 +6,14 @@ atomic step on the server whatever other replicas do meanwhile.
 
 from __future__ import annotations
 
-from sidecar.redisstore.store import (
+from sidecar.store.redis.store import (
     CreateOutcome,
     ExpiryRule,
     RedisSessionStore,
     StaleScenesError,
     StoreFigures,
 )
-from sidecar.redisstore.target import StoreUnavailableError, connect, redact
+from sidecar.store.redis.target import StoreUnavailableError, connect, redact
 
 __all__ = [
     "CreateOutcome",

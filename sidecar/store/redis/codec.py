@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from sidecar.clock import EPOCH
-from sidecar.models import (
+from sidecar.core.clock import EPOCH
+from sidecar.core.models import (
     GenerationRequest,
     GenerationSession,
     GenerationStatus,

@@ -23,17 +23,17 @@ from typing import Any
 
 import redis
 
-from sidecar.config import CapacityPolicy
-from sidecar.errors import InvalidTransitionError, SessionNotFoundError
-from sidecar.models import GenerationRequest, GenerationSession, GenerationStatus, ScenePrompt
-from sidecar.redisstore.codec import (
+from sidecar.core.config import CapacityPolicy
+from sidecar.core.errors import InvalidTransitionError, SessionNotFoundError
+from sidecar.core.models import GenerationRequest, GenerationSession, GenerationStatus, ScenePrompt
+from sidecar.store.redis.codec import (
     decode_session,
     encode_error,
     encode_progress,
     encode_request,
     encode_scenes,
 )
-from sidecar.redisstore.target import StoreUnavailableError
+from sidecar.store.redis.target import StoreUnavailableError
 
 __all__ = [
     "BATCH",
@@ -109,7 +109,7 @@ def _reachable(operation: str) -> Iterator[None]:
 
 
 def _load(name: str) -> str:
-    lua = resources.files("sidecar.redisstore").joinpath("lua")
+    lua = resources.files("sidecar.store.redis").joinpath("lua")
     return lua.joinpath("_lib.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
 
 
