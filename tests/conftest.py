@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
+from redis_server import RedisServer, require_redis_server
 
 from sidecar.core.clock import ManualClock
 from sidecar.core.config import ManagerConfig
@@ -397,3 +398,22 @@ def sidecars(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarSpawne
     spawner = SidecarSpawner(tmp_path_factory)
     yield spawner
     spawner.stop_all()
+
+
+# ---------------------------------------------------------------------- a real Redis
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server (no persistence) for the whole run; tests use their own key prefixes."""
+    server = RedisServer(require_redis_server(), tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def durable_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test alone, with appendonly yes and appendfsync everysec."""
+    server = RedisServer(require_redis_server(), tmp_path, appendonly=True).start()
+    yield server
+    server.stop()
