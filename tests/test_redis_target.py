@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from redis_server import RedisServer, require_redis_server
-from test_redis_store import attempt, create
+from store_helpers import attempt, create
 
 from sidecar.core.clock import ManualClock
-from sidecar.core.models import GenerationRequest
+from sidecar.core.models import GenerationRequest, GenerationStatus
 from sidecar.store.redis import RedisSessionStore, StoreUnavailableError, connect, redact
 from sidecar.store.redis.target import check_prefix, check_url
 
@@ -69,7 +69,7 @@ def test_a_stopped_server_gives_unavailable_and_a_restarted_one_serves_again(
         with pytest.raises(StoreUnavailableError, match="create"):
             create_one()
         with pytest.raises(StoreUnavailableError, match="figures"):
-            store.figures([], 0)
+            store.figures([], GenerationStatus.PROCESSING, 0)
         with pytest.raises(StoreUnavailableError, match="get"):
             store.get("x")
         server.start()  # the same port; no persistence, so an empty store with no scripts
@@ -102,6 +102,6 @@ def test_aof_everysec_keeps_every_session_written_over_a_second_before_kill_9(
         store = RedisSessionStore(client, prefix)
         kept = {s.session_id for s in store.page(None, None, 1000)}
         assert kept == made
-        assert store.figures([], 0).total == len(made)
+        assert store.figures([], GenerationStatus.PROCESSING, 0).total == len(made)
     finally:
         client.close()

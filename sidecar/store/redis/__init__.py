@@ -6,21 +6,11 @@ atomic step on the server whatever other replicas do meanwhile.
 
 from __future__ import annotations
 
-from sidecar.store.redis.store import (
-    CreateOutcome,
-    ExpiryRule,
-    RedisSessionStore,
-    StaleScenesError,
-    StoreFigures,
-)
+from sidecar.store.redis.store import RedisSessionStore
 from sidecar.store.redis.target import StoreUnavailableError, connect, redact
 
 __all__ = [
-    "CreateOutcome",
-    "ExpiryRule",
     "RedisSessionStore",
-    "StaleScenesError",
-    "StoreFigures",
     "StoreUnavailableError",
     "connect",
     "redact",

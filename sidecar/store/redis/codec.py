@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import TypeAdapter
 
-from sidecar.core.clock import EPOCH
+from sidecar.core.clock import from_micros
 from sidecar.core.models import (
     GenerationRequest,
     GenerationSession,
     GenerationStatus,
     ProgressUpdate,
     ScenePrompt,
-    trusted_session,
 )
 
 __all__ = [
@@ -36,10 +34,6 @@ __all__ = [
 
 _request = TypeAdapter(GenerationRequest)
 _scenes = TypeAdapter(tuple[ScenePrompt, ...])
-
-
-def from_micros(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
 
 
 def encode_request(request: GenerationRequest) -> bytes:
@@ -71,8 +65,7 @@ def decode_session(session_id: str, flat: Sequence[Any] | Mapping[Any, Any]) -> 
     """The session stored under `session_id`, from HGETALL's reply (a dict or a flat list)."""
     pairs = flat.items() if isinstance(flat, Mapping) else zip(flat[::2], flat[1::2], strict=True)
     f: dict[bytes, bytes] = dict(pairs)
-    # The parts were valid when they were written (checked before the script ran).
-    return trusted_session(
+    return GenerationSession(
         session_id=session_id,
         status=GenerationStatus(f[b"st"].decode()),
         request_data=_request.validate_json(f[b"rq"]),

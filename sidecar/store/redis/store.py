@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -25,7 +24,17 @@ import redis
 
 from sidecar.core.config import CapacityPolicy
 from sidecar.core.errors import InvalidTransitionError, SessionNotFoundError
-from sidecar.core.models import GenerationRequest, GenerationSession, GenerationStatus, ScenePrompt
+from sidecar.core.models import GenerationRequest, GenerationSession, GenerationStatus
+from sidecar.core.rules import ExpiryRule
+from sidecar.store.base import (
+    BATCH,
+    KEEP,
+    Change,
+    CreateOutcome,
+    Cursor,
+    StaleScenesError,
+    StoreFigures,
+)
 from sidecar.store.redis.codec import (
     decode_session,
     encode_error,
@@ -35,52 +44,9 @@ from sidecar.store.redis.codec import (
 )
 from sidecar.store.redis.target import StoreUnavailableError
 
-__all__ = [
-    "BATCH",
-    "CreateOutcome",
-    "ExpiryRule",
-    "RedisSessionStore",
-    "StaleScenesError",
-    "StoreFigures",
-]
+__all__ = ["RedisSessionStore"]
 
-BATCH = 1000  # sessions removed by one script call at most: no call blocks Redis for long
 _OPERATIONS = ("create", "update", "touch", "remove", "expire", "purge")
-_KEEP: Any = object()
-
-
-class StaleScenesError(Exception):
-    """The scenes changed between the caller's read and its write: read again and retry."""
-
-
-@dataclass(frozen=True, slots=True)
-class ExpiryRule:
-    """Sessions in `status` (None: any) created strictly before `cutoff_us` have expired."""
-
-    status: GenerationStatus | None
-    cutoff_us: int
-
-
-@dataclass(frozen=True, slots=True)
-class CreateOutcome:
-    """What a create did: the new session (None when rejected) and whom it removed first."""
-
-    session: GenerationSession | None
-    expired: list[GenerationSession] = field(default_factory=list)
-    evicted: list[GenerationSession] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class StoreFigures:
-    """The store's figures at one instant, read in one round trip."""
-
-    total: int
-    by_status: dict[GenerationStatus, int]
-    created_before: list[int]  # per cutoff asked for, in order
-    stuck: int
-    oldest_created_us: dict[GenerationStatus, int]
-    created_range_us: tuple[int, int] | None
-    created_sum_us: int
 
 
 def _pad(us: int) -> bytes:
@@ -177,42 +143,27 @@ class RedisSessionStore:
         return CreateOutcome(session, self._removed(expired), self._removed(evicted))
 
     def update(
-        self,
-        session_id: str,
-        now_us: int,
-        *,
-        status: GenerationStatus | None = None,
-        leave_from: Sequence[GenerationStatus] = (),
-        work_statuses: Sequence[GenerationStatus] = (),
-        expect_scenes: Sequence[ScenePrompt] | None = None,
-        force: bool = False,
-        progress: Any = _KEEP,
-        scenes: Any = _KEEP,
-        error_message: Any = _KEEP,
+        self, session_id: str, now_us: int, change: Change
     ) -> tuple[GenerationStatus, GenerationSession]:
-        """Apply a change if the session's status allows all of it; (previous status, new).
-
-        `status` may be entered only from `leave_from` (any status when `force`); progress and
-        scenes only while the status is in `work_statuses`. With `expect_scenes`, the write
-        happens only if the stored scenes are still those (else StaleScenesError).
-        """
+        """Apply `change` if the session's status allows all of it; (previous status, new)."""
         pairs: list[bytes | str] = []
-        if progress is not _KEEP:
-            pairs += ["pg", encode_progress(progress)]
-        if scenes is not _KEEP:
-            pairs += ["sc", encode_scenes(scenes)]
-        if error_message is not _KEEP:
-            pairs += ["er", encode_error(error_message)]
-        touches_work = progress is not _KEEP or scenes is not _KEEP
+        if change.progress is not KEEP:
+            pairs += ["pg", encode_progress(change.progress)]  # type: ignore[arg-type]
+        if change.scenes is not KEEP:
+            pairs += ["sc", encode_scenes(change.scenes)]  # type: ignore[arg-type]
+        if change.error_message is not KEEP:
+            pairs += ["er", encode_error(change.error_message)]  # type: ignore[arg-type]
+        expect = change.expect_scenes
         reply = self._run(
             "update",
             session_id,
             now_us,
-            "" if status is None else status.value,
-            _csv(leave_from),
-            _csv(work_statuses) if touches_work else "",
-            b"" if expect_scenes is None else encode_scenes(expect_scenes),
-            "1" if force else "0",
+            "" if change.status is None else change.status.value,
+            _csv(change.leave_from),
+            _csv(change.work_statuses) if change.touches_work else "",
+            b"" if expect is None else encode_scenes(expect),
+            "1" if change.force else "0",
+            "1" if change.same_status_changes_nothing else "0",
             *pairs,
         )
         match reply[0]:
@@ -223,10 +174,11 @@ class RedisSessionStore:
             case b"stale":
                 raise StaleScenesError(session_id)
             case _:
-                current, what = reply[1].decode(), reply[2].decode()
+                current, what = GenerationStatus(reply[1].decode()), reply[2].decode()
                 if what == "work":
-                    what = "progress" if progress is not _KEEP else "scenes"
-                raise InvalidTransitionError(session_id, current, what)
+                    what = "progress" if change.progress is not KEEP else "scenes"
+                    raise InvalidTransitionError(session_id, current, what)
+                raise InvalidTransitionError(session_id, current, GenerationStatus(what))
 
     def touch(self, session_id: str, now_us: int) -> GenerationSession | None:
         """The session with its last access set to `now_us`, or None."""
@@ -272,7 +224,12 @@ class RedisSessionStore:
         with _reachable("count"):
             return int(self._client.zcard(f"{self._tag}:c"))
 
-    def figures(self, cutoffs_us: Sequence[int], stuck_cutoff_us: int) -> StoreFigures:
+    def figures(
+        self,
+        cutoffs_us: Sequence[int],
+        stuck_status: GenerationStatus,
+        stuck_cutoff_us: int,
+    ) -> StoreFigures:
         """Counts by status, by creation cutoff, stuck, oldest: one MULTI round trip, O(log n)."""
         tag = self._tag
         statuses = list(GenerationStatus)
@@ -282,7 +239,7 @@ class RedisSessionStore:
             pipe.zcard(f"{tag}:c:{status.value}")
         for cutoff in cutoffs_us:
             pipe.zlexcount(f"{tag}:c", b"-", b"(" + _pad(cutoff))
-        pipe.zlexcount(f"{tag}:u:processing", b"-", b"(" + _pad(stuck_cutoff_us))
+        pipe.zlexcount(f"{tag}:u:{stuck_status.value}", b"-", b"(" + _pad(stuck_cutoff_us))
         for status in statuses:
             pipe.zrange(f"{tag}:c:{status.value}", 0, 0)
         pipe.zrange(f"{tag}:c", 0, 0)
@@ -308,7 +265,7 @@ class RedisSessionStore:
         )
 
     def page(
-        self, status: GenerationStatus | None, after: tuple[int, str] | None, limit: int
+        self, status: GenerationStatus | None, after: Cursor | None, limit: int
     ) -> list[GenerationSession]:
         """Up to `limit` sessions in creation order, just after `after`; one pipelined read."""
         key = f"{self._tag}:c" if status is None else f"{self._tag}:c:{status.value}"
