@@ -27,6 +27,7 @@ from sidecar.core.manager import SessionManager
 from sidecar.metrics import SessionCollector, SidecarMetrics
 from sidecar.settings import Settings
 from sidecar.web.app import get_sidecar
+from sidecar.worker import start_worker
 
 __all__ = ["PROMETHEUS_HEADERS", "make_app", "prometheus_scrape", "run"]
 
@@ -46,7 +47,7 @@ def make_app(manager: SessionManager) -> Flask:
     is ready, as in production)."""
     from sidecar.web.app import create_app
 
-    manager.start()
+    start_worker(manager)
     return create_app(Settings(), manager=manager)
 
 

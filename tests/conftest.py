@@ -10,18 +10,21 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
+from redis_server import RedisServer, require_redis_server
 
 from sidecar.core.clock import ManualClock
 from sidecar.core.config import ManagerConfig
 from sidecar.core.manager import KNOWN_TRANSITIONS, SessionManager
 from sidecar.core.models import GenerationRequest, GenerationSession, GenerationStatus
 from sidecar.store import Cursor, InMemorySessionStore, SessionStore
+from sidecar.worker import start_worker
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -39,6 +42,12 @@ def manager(clock: ManualClock) -> Iterator[SessionManager]:
     mgr = SessionManager(ManagerConfig(max_sessions=10), clock=clock)
     yield mgr
     mgr.shutdown()
+
+
+def started(mgr: SessionManager) -> SessionManager:
+    """`mgr` with its cleanup worker running (sidecar.worker)."""
+    start_worker(mgr)
+    return mgr
 
 
 @pytest.fixture
@@ -119,24 +128,78 @@ def make_session(request_data: GenerationRequest) -> MakeSession:
     return make
 
 
+class WatchedDict(dict[str, GenerationSession]):
+    """The sessions dict of a watched memory store: counts lookups and removals, and fails the
+    test on any walk over it while `walks_allowed` is False (pytest.fail, which an `except
+    Exception` in the code under test cannot swallow)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.walks_allowed = True
+        self.touched: Counter[str] = Counter()
+
+    def _walk(self, what: str) -> None:
+        if not self.walks_allowed:
+            pytest.fail(f"a full scan of the store ({what})")
+
+    def __iter__(self) -> Iterator[str]:
+        self._walk("iteration")
+        return super().__iter__()
+
+    def values(self) -> Any:
+        self._walk("values")
+        return super().values()
+
+    def items(self) -> Any:
+        self._walk("items")
+        return super().items()
+
+    def keys(self) -> Any:
+        self._walk("keys")
+        return super().keys()
+
+    def __getitem__(self, key: str) -> GenerationSession:
+        self.touched["get"] += 1
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.touched["get"] += 1
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.touched["contains"] += 1
+        return super().__contains__(key)
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        self.touched["removed"] += 1
+        return super().pop(key, default)
+
+
 class NoScanStore(InMemorySessionStore):
     """An in-memory store that fails the test when the code under test walks its sessions.
 
-    Iterating over it always fails. While `scans_allowed` is False so does values(): figures,
-    expiry and eviction read the indexes instead. While `listing_allowed` is False page() and
-    created_before() fail too: a scrape reads kept figures and lists no session at all. The
-    failures are pytest.fail, which an `except Exception` in the code under test cannot swallow.
+    Iterating over it always fails. While `scans_allowed` is False so does any walk over its
+    sessions (values() here, or one inside the store): figures, expiry and eviction read the
+    indexes instead. While `listing_allowed` is False page() fails too: a scrape reads kept
+    figures and lists no session at all.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.scans_allowed = True
+        self._sessions = self.watched = WatchedDict()
         self.listing_allowed = True
 
-    def values(self, status: GenerationStatus | None = None) -> Iterator[GenerationSession]:
-        if not self.scans_allowed:
-            pytest.fail(f"a full scan of the store (status={status})")
-        return super().values(status)
+    @property
+    def scans_allowed(self) -> bool:
+        return self.watched.walks_allowed
+
+    @scans_allowed.setter
+    def scans_allowed(self, allowed: bool) -> None:
+        self.watched.walks_allowed = allowed
+
+    def values(self) -> list[GenerationSession]:
+        """Every session (a walk: fails while scans are not allowed)."""
+        return list(self.watched.values())
 
     def __iter__(self) -> Iterator[GenerationSession]:
         pytest.fail("iteration over the store")
@@ -147,11 +210,6 @@ class NoScanStore(InMemorySessionStore):
         if not self.listing_allowed:
             pytest.fail("a page through the sessions")
         return super().page(status, after, limit)
-
-    def created_before(self, micros: int, status: GenerationStatus | None = None) -> list[str]:
-        if not self.listing_allowed:
-            pytest.fail("a listing of the sessions by age")
-        return super().created_before(micros, status)
 
 
 @pytest.fixture
@@ -414,3 +472,22 @@ def sidecars(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarSpawne
     spawner = SidecarSpawner(tmp_path_factory)
     yield spawner
     spawner.stop_all()
+
+
+# ---------------------------------------------------------------------- a real Redis
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server (no persistence) for the whole run; tests use their own key prefixes."""
+    server = RedisServer(require_redis_server(), tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def durable_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test alone, with appendonly yes and appendfsync everysec."""
+    server = RedisServer(require_redis_server(), tmp_path, appendonly=True).start()
+    yield server
+    server.stop()

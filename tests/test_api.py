@@ -7,6 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from conftest import started
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -594,7 +595,7 @@ def test_livez_is_always_200(client: FlaskClient, app: Flask) -> None:
 def test_readyz_is_200_with_the_worker_running(
     client: FlaskClient, manager: SessionManager
 ) -> None:
-    manager.start()
+    started(manager)
 
     response = client.get("/readyz")
 
@@ -608,7 +609,7 @@ def test_readyz_is_200_with_the_worker_running(
 def test_readyz_is_503_while_draining(
     client: FlaskClient, app: Flask, manager: SessionManager
 ) -> None:
-    manager.start()
+    started(manager)
     get_sidecar(app).begin_drain()
 
     response = client.get("/readyz")
@@ -632,7 +633,7 @@ def test_readyz_is_503_when_the_worker_is_not_running(client: FlaskClient) -> No
 
 
 def test_readyz_is_503_after_manager_shutdown(client: FlaskClient, manager: SessionManager) -> None:
-    manager.start()
+    started(manager)
     manager.shutdown()
 
     body = client.get("/readyz").get_json()

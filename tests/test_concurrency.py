@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from sidecar.compat import SeedSessionManager
 from sidecar.core.clock import ManualClock, to_micros
 from sidecar.core.config import ManagerConfig
 from sidecar.core.errors import SessionManagerError
@@ -35,22 +36,22 @@ class YieldingStore(InMemorySessionStore):
         os.sched_yield()
         return super().get(session_id)
 
-    def put(self, session: GenerationSession) -> None:
+    def _replace(self, old: GenerationSession, new: GenerationSession) -> None:
         os.sched_yield()
-        super().put(session)
+        super()._replace(old, new)
 
-    def delete(self, session_id: str) -> GenerationSession | None:
+    def _drop(self, session_id: str) -> GenerationSession | None:
         os.sched_yield()
-        return super().delete(session_id)
+        return super()._drop(session_id)
 
 
 class Workload:
     """A manager under fire from THREADS threads, with what they saw."""
 
-    def __init__(self, clock: ManualClock) -> None:
+    def __init__(self, clock: ManualClock, kind: type[SessionManager] = SeedSessionManager) -> None:
         self.clock = clock
         self.store = YieldingStore()
-        self.manager = SessionManager(ManagerConfig(max_sessions=30), clock=clock, store=self.store)
+        self.manager = kind(ManagerConfig(max_sessions=30), clock=clock, store=self.store)
         self.ids: list[str] = []  # list.append is atomic; readers take a random index
         self.unexpected: list[BaseException] = []
         self.documented: Counter[str] = Counter()
@@ -119,7 +120,11 @@ class Workload:
             lambda rng: m.get_session(self.pick(rng)),
             lambda rng: m.recover_corrupted_session(self.pick(rng)),
             lambda rng: m.bulk_update_status([self.pick(rng) for _ in range(3)], "failed"),
-            lambda rng: m.with_session_lock(self.pick(rng), lambda s: s.status, timeout=5),
+            *(
+                [lambda rng: m.with_session_lock(self.pick(rng), lambda s: s.status, timeout=5)]
+                if isinstance(m, SeedSessionManager)
+                else []
+            ),
             lambda rng: m.get_sessions_by_status(rng.choice(STATUSES)),
             check_snapshot,
             lambda rng: m.get_health_status(),
@@ -162,9 +167,18 @@ class Workload:
         return threads
 
 
+@pytest.fixture(params=[SessionManager, SeedSessionManager], ids=["core", "seed"])
+def workload(clock: ManualClock, request: pytest.FixtureRequest) -> Iterator[Workload]:
+    """Under the core manager each change is only the store's atomic step; under the seed
+    layer every change also takes its lock."""
+    load = Workload(clock, request.param)
+    yield load
+    load.manager.shutdown()
+
+
 @pytest.fixture
-def workload(clock: ManualClock) -> Iterator[Workload]:
-    load = Workload(clock)
+def seed_workload(clock: ManualClock) -> Iterator[Workload]:
+    load = Workload(clock, SeedSessionManager)
     yield load
     load.manager.shutdown()
 
@@ -181,7 +195,7 @@ def test_mixed_operations_from_many_threads_keep_every_invariant(workload: Workl
     assert workload.documented["InvalidTransitionError"] > 0
     assert workload.documented["SessionValidationError"] > 0
 
-    sessions = list(store.values())
+    sessions = store.page(None, None, 10**6)
     snap = mgr.snapshot()
     now = to_micros(snap.taken_at)
 
@@ -205,14 +219,15 @@ def test_mixed_operations_from_many_threads_keep_every_invariant(workload: Workl
 
     # the store's indexes agree with its sessions
     far = now + 1
-    assert store.count_created_before(far) == len(sessions)
-    assert store.created_micros_sum() == sum(to_micros(x.created_at) for x in sessions)
+    figures = store.figures([far], R, far)
+    assert figures.created_before == [len(sessions)]
+    assert figures.created_sum_us == sum(to_micros(x.created_at) for x in sessions)
     for status in GenerationStatus:
         mine = sorted(
             (to_micros(x.created_at), x.session_id) for x in sessions if x.status is status
         )
-        assert store.created_before(far, status) == [sid for _, sid in mine]
-        assert store.count_updated_before(status, far) == len(mine)
+        assert [s.session_id for s in store.page(status, None, 10**6)] == [sid for _, sid in mine]
+        assert store.figures([], status, far).stuck == len(mine)
 
     # every session is well formed
     for x in sessions:
@@ -237,8 +252,10 @@ def test_mixed_operations_from_many_threads_keep_every_invariant(workload: Workl
     assert mgr.get_session_count() <= mgr.config.max_sessions
 
 
-def test_lock_holders_in_many_threads_never_overlap(workload: Workload) -> None:
+def test_lock_holders_in_many_threads_never_overlap(seed_workload: Workload) -> None:
+    workload = seed_workload
     mgr = workload.manager
+    assert isinstance(mgr, SeedSessionManager)
     sid = mgr.create_session(GenerationRequest(story_text="shared")).session_id
     inside = 0
     overlaps: list[int] = []

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import schemathesis
+from conftest import started
 from flask import Flask
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -37,7 +38,7 @@ CHECKS = [
 
 @pytest.fixture
 def fuzzed_app(make_app: MakeApp, manager: SessionManager) -> Flask:
-    manager.start()  # so /readyz can answer 200 as well
+    started(manager)  # so /readyz can answer 200 as well
     return make_app(api_token=TOKEN, metrics_token=TOKEN)
 
 

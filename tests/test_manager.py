@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import C, F, P, R, poll
+from conftest import C, F, P, R, poll, started
 
 import sidecar
 import sidecar.core.manager
@@ -48,6 +48,7 @@ from sidecar.core.models import (
     ProgressUpdate,
     ScenePrompt,
 )
+from sidecar.worker import start_worker
 
 if TYPE_CHECKING:
     from conftest import MakeManager, MakeSession
@@ -407,7 +408,6 @@ def test_update_status_rejects_an_overlong_error_message(
         lambda m: m.set_session_scenes("nope", [scene(1)]),
         lambda m: m.atomic_session_update("nope", {"error_message": "x"}),
         lambda m: m.recover_corrupted_session("nope"),
-        lambda m: m.with_session_lock("nope", lambda s: s),
     ],
 )
 def test_changes_to_an_unknown_session_raise_not_found(manager: SessionManager, call: Any) -> None:
@@ -726,58 +726,6 @@ def test_atomic_update_refuses_work_on_a_finished_session(
 # ----------------------------------------------------------------------- bulk updates
 
 
-def test_bulk_update_reports_updated_missing_and_conflicts(
-    manager: SessionManager, make_session: MakeSession
-) -> None:
-    a = make_session(manager, P).session_id
-    b = make_session(manager, P).session_id
-    c = make_session(manager, C).session_id
-    result = manager.bulk_update_sessions(
-        [a, "missing", c, b, a], lambda s: {"status": "processing"}
-    )
-    assert result.updated == [a, b]
-    assert result.missing == ["missing"]
-    assert result.conflicts == [c]
-    assert [manager.peek_session(x).status for x in (a, b, c)] == [R, R, C]  # type: ignore[union-attr]
-
-
-def test_bulk_update_passes_each_current_session_to_the_operation(
-    manager: SessionManager, make_session: MakeSession
-) -> None:
-    ids = [make_session(manager, R).session_id for _ in range(3)]
-    seen: list[GenerationSession] = []
-
-    def operation(session: GenerationSession) -> dict[str, Any] | None:
-        seen.append(session)
-        return None if session.session_id == ids[1] else {"error_message": session.session_id}
-
-    result = manager.bulk_update_sessions(ids, operation)
-    assert [s.session_id for s in seen] == ids
-    assert result.updated == ids
-    assert [manager.peek_session(x).error_message for x in ids] == [ids[0], None, ids[2]]  # type: ignore[union-attr]
-
-
-def test_bulk_update_logs_an_operation_that_raises_and_goes_on(
-    manager: SessionManager, make_session: MakeSession, caplog: pytest.LogCaptureFixture
-) -> None:
-    a = make_session(manager, P).session_id
-    b = make_session(manager, P).session_id
-
-    def operation(session: GenerationSession) -> dict[str, Any]:
-        if session.session_id == a:
-            raise RuntimeError("operation broke")
-        return {"status": "failed"}
-
-    with caplog.at_level(logging.ERROR, logger="sidecar.core.manager"):
-        result = manager.bulk_update_sessions([a, b], operation)
-    assert (result.updated, result.conflicts) == ([b], [a])
-    assert manager.peek_session(a).status is P  # type: ignore[union-attr]
-    assert manager.peek_session(b).status is F  # type: ignore[union-attr]
-    assert any(
-        a in r.getMessage() and r.exc_info and r.exc_info[0] is RuntimeError for r in caplog.records
-    )
-
-
 def test_bulk_update_status_sets_one_status_on_many(
     manager: SessionManager, make_session: MakeSession
 ) -> None:
@@ -791,63 +739,6 @@ def test_bulk_update_status_sets_one_status_on_many(
         assert (session.status, session.error_message) == (F, "worker lost")
     with pytest.raises(SessionValidationError):
         manager.bulk_update_status(ids, "paused")
-
-
-# ----------------------------------------------------------------------- with_session_lock
-
-
-def test_with_session_lock_runs_the_operation_on_the_current_session(
-    manager: SessionManager, make_session: MakeSession
-) -> None:
-    session = make_session(manager, R)
-    assert manager.with_session_lock(session.session_id, lambda s: s) == session
-    # re-entrant: the operation may call the manager
-    result = manager.with_session_lock(
-        session.session_id,
-        lambda s: manager.update_session_status(s.session_id, "completed").status,
-    )
-    assert result is C
-
-
-def test_with_session_lock_logs_and_reraises_a_failing_operation(
-    manager: SessionManager, make_session: MakeSession, caplog: pytest.LogCaptureFixture
-) -> None:
-    sid = make_session(manager).session_id
-
-    def boom(session: GenerationSession) -> None:
-        raise KeyError("inner")
-
-    with caplog.at_level(logging.ERROR, logger="sidecar.core.manager"), pytest.raises(KeyError):
-        manager.with_session_lock(sid, boom)
-    assert any(sid in r.getMessage() and r.exc_info for r in caplog.records)
-    assert manager.get_session_count() == 1  # the lock was released
-
-
-def test_with_session_lock_times_out_while_another_thread_holds_the_lock(
-    manager: SessionManager, make_session: MakeSession
-) -> None:
-    sid = make_session(manager).session_id
-    held, release = threading.Event(), threading.Event()
-    results: list[str] = []
-
-    def hold(session: GenerationSession) -> str:
-        held.set()
-        release.wait(10)
-        return "held"
-
-    holder = threading.Thread(target=lambda: results.append(manager.with_session_lock(sid, hold)))
-    holder.start()
-    try:
-        assert held.wait(5)
-        with pytest.raises(SessionLockError) as info:
-            manager.with_session_lock(sid, lambda s: "never", timeout=0.05)
-        assert info.value.timeout == 0.05
-    finally:
-        release.set()
-        holder.join(5)
-    assert not holder.is_alive()
-    assert results == ["held"]
-    assert manager.with_session_lock(sid, lambda s: "free again", timeout=5) == "free again"
 
 
 # ----------------------------------------------------------------------- callbacks
@@ -922,33 +813,6 @@ def test_force_cleanup_and_completed_cleanup_report_purged(
     assert recorder.kinds() == [(EventType.REMOVED, RemovalReason.PURGED)] * 2
 
 
-def test_callbacks_run_outside_the_lock(manager: SessionManager, make_session: MakeSession) -> None:
-    outcomes: list[str] = []
-
-    def from_another_thread(event: SessionEvent) -> None:
-        # If the event were delivered under the lock, this thread would time out.
-        def other() -> None:
-            try:
-                outcomes.append(
-                    manager.with_session_lock(event.session_id, lambda s: "locked", timeout=2)
-                )
-            except SessionLockError:
-                outcomes.append("lock was held during the callback")
-
-        thread = threading.Thread(target=other)
-        thread.start()
-        thread.join(5)
-        if thread.is_alive():
-            outcomes.append("still waiting")
-
-    for kind in ("created", "status_changed", "progress", "scene_added"):
-        manager.register_session_callback(kind, from_another_thread)
-    session = make_session(manager, R)
-    manager.update_session_progress(session.session_id, 1, 3)
-    manager.add_scene_to_session(session.session_id, scene(1))
-    assert outcomes == ["locked"] * 4
-
-
 def test_removed_callback_runs_outside_the_lock(
     manager: SessionManager, make_session: MakeSession
 ) -> None:
@@ -1007,22 +871,6 @@ def test_a_failing_callback_is_logged_and_does_not_break_the_operation(
     assert failures[0].levelno == logging.ERROR
     assert failures[0].exc_info is not None
     assert failures[0].exc_info[0] is RuntimeError
-
-
-def test_events_raised_under_with_session_lock_wait_for_the_outer_release(
-    manager: SessionManager, make_session: MakeSession
-) -> None:
-    sid = make_session(manager).session_id
-    recorder = Recorder(manager, EventType.STATUS_CHANGED)
-    seen_inside: list[int] = []
-
-    def operation(session: GenerationSession) -> None:
-        manager.update_session_status(sid, "processing")
-        seen_inside.append(len(recorder.events))
-
-    manager.with_session_lock(sid, operation)
-    assert seen_inside == [0]
-    assert len(recorder.events) == 1
 
 
 # ----------------------------------------------------------------------- config and lifecycle
@@ -1118,8 +966,9 @@ def test_constructing_a_manager_starts_no_thread() -> None:
 
 def test_start_runs_one_worker_however_often_called(make_manager: MakeManager) -> None:
     mgr = make_manager(cleanup_interval_seconds=3600)
-    assert mgr.start() is mgr
-    mgr.start()
+    worker = start_worker(mgr)
+    assert start_worker(mgr) is worker
+    assert mgr.worker is worker
     workers = [t for t in threading.enumerate() if t.name == "sidecar-session-cleanup"]
     assert len(workers) == 1
     assert workers[0].daemon is True
@@ -1128,10 +977,10 @@ def test_start_runs_one_worker_however_often_called(make_manager: MakeManager) -
 
 
 def test_shutdown_stops_an_idle_worker_promptly(make_manager: MakeManager) -> None:
-    mgr = make_manager(cleanup_interval_seconds=3600).start()
-    started = time.monotonic()
+    mgr = started(make_manager(cleanup_interval_seconds=3600))
+    began = time.monotonic()
     assert mgr.shutdown() is True
-    assert time.monotonic() - started < 5  # the worker waits on a condition, not a sleep
+    assert time.monotonic() - began < 5  # the worker waits on a condition, not a sleep
     assert mgr.worker_alive is False
     assert mgr.snapshot().worker_alive is False
 
@@ -1152,7 +1001,7 @@ def test_shutdown_is_idempotent_and_drops_the_sessions(
 def test_a_shut_down_manager_cannot_be_started_again(manager: SessionManager) -> None:
     manager.shutdown()
     with pytest.raises(SessionManagerError, match="shut down"):
-        manager.start()
+        start_worker(manager)
     assert manager.worker_alive is False
 
 
@@ -1191,10 +1040,11 @@ def test_a_naive_clock_is_refused_before_anything_changes(
     assert manager.get_session_count() == 0
 
 
-def test_context_manager_starts_the_worker_and_shuts_down(
+def test_context_manager_shuts_down_the_manager_and_its_worker(
     make_manager: MakeManager, make_session: MakeSession
 ) -> None:
     with make_manager(cleanup_interval_seconds=3600) as mgr:
+        start_worker(mgr)
         assert mgr.worker_alive is True
         make_session(mgr)
         assert mgr.get_session_count() == 1
@@ -1208,7 +1058,7 @@ def test_reconfiguring_the_interval_wakes_the_worker(
     clock: ManualClock,
     make_session: MakeSession,
 ) -> None:
-    mgr = make_manager(cleanup_interval_seconds=3600).start()
+    mgr = started(make_manager(cleanup_interval_seconds=3600))
     make_session(mgr)
     clock.advance(hours=25)
     mgr.reconfigure(cleanup_interval=1)  # the shortest interval allowed

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import HOUR, MICRO, C, F, P, R, poll
+from conftest import HOUR, MICRO, C, F, NoScanStore, P, R, poll, started
 
 from sidecar.core.clock import ManualClock
 from sidecar.core.errors import SessionCapacityError
 from sidecar.core.manager import EventType, RemovalReason, SessionEvent
 from sidecar.core.models import GenerationSession, GenerationStatus
+from sidecar.core.rules import ExpiryRule
 from sidecar.store import InMemorySessionStore
 
 if TYPE_CHECKING:
-    from conftest import MakeManager, MakeSession, NoScanStore
+    from conftest import MakeManager, MakeSession
 
 
 def ids(sessions: list[GenerationSession]) -> list[str]:
@@ -295,6 +296,28 @@ def test_an_eviction_after_a_quiet_minute_is_reported_at_once(
     ] * 2
 
 
+def test_shutdown_reports_the_evictions_held_back_so_each_is_logged_once(
+    make_manager: MakeManager,
+    clock: ManualClock,
+    make_session: MakeSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mgr = make_manager(max_sessions=1)
+    make_session(mgr)
+    caplog.set_level(logging.WARNING, logger="sidecar.core.manager")
+    make_session(mgr)  # the first eviction: reported at once
+    for _ in range(2):  # two more within the minute: held back
+        clock.advance(10)
+        make_session(mgr)
+    assert [w.split(" to make")[0] for w in eviction_warnings(caplog)] == ["evicted 1 session(s)"]
+    assert mgr.shutdown() is True
+    assert mgr.shutdown() is True  # nothing is left to report the second time
+    assert [w.split(" to make")[0] for w in eviction_warnings(caplog)] == [
+        "evicted 1 session(s)",
+        "evicted 2 session(s)",
+    ]
+
+
 def test_eviction_among_equal_ages_is_deterministic(
     make_manager: MakeManager, make_session: MakeSession
 ) -> None:
@@ -416,54 +439,31 @@ def test_expiry_and_eviction_never_walk_the_store(
     assert mgr.get_session_count() == 0
 
 
-class CountingStore(InMemorySessionStore):
-    """Counts the sessions the manager reads or lists through the store."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.touched: Counter[str] = Counter()
-
-    def get(self, session_id: str) -> GenerationSession | None:
-        self.touched["get"] += 1
-        return super().get(session_id)
-
-    def __contains__(self, session_id: object) -> bool:
-        self.touched["contains"] += 1
-        return super().__contains__(session_id)
-
-    def created_before(self, micros: int, status: GenerationStatus | None = None) -> list[str]:
-        found = super().created_before(micros, status)
-        self.touched["listed"] += len(found)
-        return found
-
-    def oldest(self, status: GenerationStatus) -> GenerationSession | None:
-        self.touched["oldest"] += 1
-        return super().oldest(status)
-
-
 @pytest.mark.parametrize("fresh", [10, 200])
 def test_expiry_and_eviction_touch_only_the_sessions_they_remove(
     make_manager: MakeManager, clock: ManualClock, make_session: MakeSession, fresh: int
 ) -> None:
-    store = CountingStore()
+    store = NoScanStore()
+    touched = store.watched.touched
     mgr = make_manager(max_sessions=fresh + 3, store=store)
     expired = [make_session(mgr, F) for _ in range(3)]
     clock.advance(HOUR + 1)
     for _ in range(fresh):
         mgr.create_session(expired[0].request_data)
-    store.touched.clear()
+    store.scans_allowed = False
+    touched.clear()
     assert mgr.cleanup_expired_sessions() == 3
-    # whatever the store holds, expiry lists the 3 expired ids and looks at nothing else
-    assert store.touched["listed"] == 3
-    assert store.touched["get"] == 0
-    assert store.touched["contains"] <= 3
+    # whatever the store holds, expiry removes the 3 expired sessions and looks at no other
+    assert touched["removed"] == 3
+    assert touched["get"] == 0
+    assert touched["contains"] == 0
     for _ in range(3):
         mgr.create_session(expired[0].request_data)
-    store.touched.clear()
+    touched.clear()
     mgr.create_session(expired[0].request_data)  # full: expire (nothing) then evict one
-    assert store.touched["listed"] == 0
-    assert store.touched["get"] == 0
-    assert store.touched["oldest"] <= 4
+    assert touched["removed"] == 1
+    assert touched["get"] <= 1  # the victim, read once to report it
+    assert touched["contains"] <= 1  # the new id
 
 
 # ----------------------------------------------------------------------- the worker
@@ -487,7 +487,7 @@ def test_the_background_worker_removes_expired_sessions(
     old = [make_session(mgr, P), make_session(mgr, F)]
     clock.advance(25 * HOUR)
     young = make_session(mgr, P)
-    mgr.start()
+    started(mgr)
     assert both_gone.wait(15), "the worker did not run a cleanup within 15 s"
     assert sorted(removed) == sorted((s.session_id, RemovalReason.EXPIRED) for s in old)
     assert mgr.peek_session(young.session_id) is not None
@@ -499,17 +499,17 @@ def test_the_background_worker_removes_expired_sessions(
 
 
 class FlakyStore(InMemorySessionStore):
-    """A store whose index lookups fail the first `failures` times."""
+    """A store whose expiry fails the first `failures` times."""
 
     def __init__(self, failures: int) -> None:
         super().__init__()
         self.failures = failures
 
-    def created_before(self, micros: int, status: GenerationStatus | None = None) -> list[str]:
+    def expire(self, rules: Sequence[ExpiryRule], batch: int = 1000) -> list[GenerationSession]:
         if self.failures > 0:
             self.failures -= 1
             raise OSError("storage hiccup")
-        return super().created_before(micros, status)
+        return super().expire(rules, batch)
 
 
 def test_a_failing_cleanup_run_is_counted_and_logged_not_raised(
@@ -532,7 +532,7 @@ def test_the_worker_survives_a_failing_run(
     mgr = make_manager(cleanup_interval_seconds=1, store=FlakyStore(failures=2))
     make_session(mgr, F)
     clock.advance(2 * HOUR)
-    mgr.start()
+    started(mgr)
     # three runs a second apart (the shortest interval allowed): two fail, the third empties
     poll(lambda: mgr.get_session_count() == 0 or None, timeout=20, what="an empty manager")
     snap = mgr.snapshot()
@@ -560,6 +560,6 @@ def test_the_worker_does_not_run_before_its_interval(
     mgr = make_manager(cleanup_interval_seconds=3600)
     make_session(mgr, F)
     clock.advance(2 * HOUR)  # the manual clock does not drive the worker's wait
-    mgr.start()
+    started(mgr)
     assert mgr.shutdown() is True
     assert mgr.snapshot().cleanup_runs_total == 0

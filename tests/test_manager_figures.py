@@ -3,21 +3,30 @@ and storage as one swappable piece."""
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import HOUR, MICRO, C, F, P, R
+from conftest import HOUR, MICRO, C, F, NoScanStore, P, R
 
 from sidecar.core.clock import ManualClock, to_micros
 from sidecar.core.config import ManagerConfig
 from sidecar.core.manager import AGE_BUCKETS, KNOWN_TRANSITIONS, RemovalReason, SessionManager
 from sidecar.core.models import GenerationSession, GenerationStatus
-from sidecar.store import Cursor, InMemorySessionStore, SessionStore
+from sidecar.core.rules import ExpiryRule
+from sidecar.store import (
+    Change,
+    CreateOutcome,
+    Cursor,
+    InMemorySessionStore,
+    SessionStore,
+    StoreFigures,
+)
 
 if TYPE_CHECKING:
-    from conftest import MakeManager, MakeSession, NoScanStore
+    from conftest import MakeManager, MakeSession
 
 BUCKETS = ["under_1h", "1h_to_6h", "6h_to_24h", "over_24h"]
 
@@ -396,37 +405,21 @@ def test_figures_are_read_from_indexes_without_walking_the_sessions(
     assert stats["age_distribution"] == expected_by_age
 
 
-class CountingStore(InMemorySessionStore):
-    """Counts the individual sessions handed to the manager."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sessions_read = 0
-
-    def get(self, session_id: str) -> GenerationSession | None:
-        self.sessions_read += 1
-        return super().get(session_id)
-
-    def values(self, status: GenerationStatus | None = None) -> Iterator[GenerationSession]:
-        for session in super().values(status):
-            self.sessions_read += 1
-            yield session
-
-
 @pytest.mark.parametrize("n", [5, 500])
 def test_a_snapshot_reads_no_session_whatever_the_size(
     make_manager: MakeManager, make_session: MakeSession, n: int
 ) -> None:
-    store = CountingStore()
+    store = NoScanStore()
     mgr = make_manager(max_sessions=1000, store=store)
     for i in range(n):
         make_session(mgr, (P, R, C, F)[i % 4])
-    store.sessions_read = 0
+    store.watched.touched.clear()
+    store.scans_allowed = store.listing_allowed = False
     mgr.snapshot()
     mgr.get_health_status()
     mgr.get_performance_stats()
     mgr.get_session_count()
-    assert store.sessions_read == 0
+    assert sum(store.watched.touched.values()) == 0
 
 
 # ----------------------------------------------------------------------- swappable storage
@@ -437,120 +430,72 @@ class DelegatingStore:
 
     def __init__(self, inner: SessionStore) -> None:
         self.inner = inner
-        self.writes: list[tuple[str, str]] = []
+        self.writes: Counter[str] = Counter()
 
-    def __len__(self) -> int:
-        return len(self.inner)
+    def _removed(self, sessions: list[GenerationSession]) -> list[GenerationSession]:
+        self.writes["removed"] += len(sessions)
+        return sessions
 
-    def __contains__(self, session_id: object) -> bool:
-        return session_id in self.inner
+    def create(self, *args: Any, **kwargs: Any) -> CreateOutcome:
+        self.writes["create"] += 1
+        outcome = self.inner.create(*args, **kwargs)
+        self._removed([*outcome.expired, *outcome.evicted])
+        return outcome
 
-    def get(self, session_id: str) -> GenerationSession | None:
-        return self.inner.get(session_id)
+    def update(
+        self, session_id: str, now_us: int, change: Change
+    ) -> tuple[GenerationStatus, GenerationSession]:
+        self.writes["update"] += 1
+        return self.inner.update(session_id, now_us, change)
 
-    def put(self, session: GenerationSession) -> None:
-        self.writes.append(("put", session.session_id))
-        self.inner.put(session)
+    def touch(self, session_id: str, now_us: int) -> GenerationSession | None:
+        self.writes["touch"] += 1
+        return self.inner.touch(session_id, now_us)
 
-    def delete(self, session_id: str) -> GenerationSession | None:
-        self.writes.append(("delete", session_id))
-        return self.inner.delete(session_id)
+    def remove(self, session_id: str) -> GenerationSession | None:
+        old = self.inner.remove(session_id)
+        self._removed([old] if old else [])
+        return old
 
-    def clear(self) -> None:
-        self.writes.append(("clear", ""))
-        self.inner.clear()
+    def expire(self, rules: Sequence[ExpiryRule], batch: int = 1000) -> list[GenerationSession]:
+        return self._removed(self.inner.expire(rules, batch))
 
-    def count_by_status(self) -> Mapping[GenerationStatus, int]:
-        return self.inner.count_by_status()
+    def purge(
+        self, status: GenerationStatus | None, cutoff_us: int | None, batch: int = 1000
+    ) -> list[GenerationSession]:
+        return self._removed(self.inner.purge(status, cutoff_us, batch))
 
-    def count_created_before(self, micros: int) -> int:
-        return self.inner.count_created_before(micros)
-
-    def created_micros_sum(self) -> int:
-        return self.inner.created_micros_sum()
-
-    def created_micros_range(self) -> tuple[int, int] | None:
-        return self.inner.created_micros_range()
-
-    def oldest(self, status: GenerationStatus) -> GenerationSession | None:
-        return self.inner.oldest(status)
-
-    def created_before(self, micros: int, status: GenerationStatus | None = None) -> list[str]:
-        return self.inner.created_before(micros, status)
-
-    def count_updated_before(self, status: GenerationStatus, micros: int) -> int:
-        return self.inner.count_updated_before(status, micros)
+    def figures(
+        self, cutoffs_us: Sequence[int], stuck_status: GenerationStatus, stuck_cutoff_us: int
+    ) -> StoreFigures:
+        return self.inner.figures(cutoffs_us, stuck_status, stuck_cutoff_us)
 
     def page(
         self, status: GenerationStatus | None, after: Cursor | None, limit: int
     ) -> list[GenerationSession]:
         return self.inner.page(status, after, limit)
 
-    def values(self, status: GenerationStatus | None = None) -> Iterator[GenerationSession]:
-        return self.inner.values(status)
-
-
-class ListStore:
-    """A deliberately naive store: a plain dict, every query a scan. Same answers, slower."""
-
-    def __init__(self) -> None:
-        self.sessions: dict[str, GenerationSession] = {}
-
-    def _ordered(self, status: GenerationStatus | None = None) -> list[GenerationSession]:
-        chosen = [s for s in self.sessions.values() if status in (None, s.status)]
-        return sorted(chosen, key=lambda s: (to_micros(s.created_at), s.session_id))
+    def get(self, session_id: str) -> GenerationSession | None:
+        return self.inner.get(session_id)
 
     def __len__(self) -> int:
-        return len(self.sessions)
+        return len(self.inner)
 
-    def __contains__(self, session_id: object) -> bool:
-        return session_id in self.sessions
+    def clear(self) -> int:
+        self.writes["clear"] += 1
+        return self.inner.clear()
 
-    def get(self, session_id: str) -> GenerationSession | None:
-        return self.sessions.get(session_id)
 
-    def put(self, session: GenerationSession) -> None:
-        self.sessions[session.session_id] = session
+def redis_store(request: pytest.FixtureRequest) -> SessionStore:
+    """A Redis store on the run's real redis-server, under a fresh prefix."""
+    import redis
 
-    def delete(self, session_id: str) -> GenerationSession | None:
-        return self.sessions.pop(session_id, None)
+    from sidecar.store.redis import RedisSessionStore
 
-    def clear(self) -> None:
-        self.sessions.clear()
-
-    def count_by_status(self) -> Mapping[GenerationStatus, int]:
-        return {st: len(self._ordered(st)) for st in GenerationStatus}
-
-    def count_created_before(self, micros: int) -> int:
-        return sum(to_micros(s.created_at) < micros for s in self.sessions.values())
-
-    def created_micros_sum(self) -> int:
-        return sum(to_micros(s.created_at) for s in self.sessions.values())
-
-    def created_micros_range(self) -> tuple[int, int] | None:
-        ordered = self._ordered()
-        if not ordered:
-            return None
-        return to_micros(ordered[0].created_at), to_micros(ordered[-1].created_at)
-
-    def oldest(self, status: GenerationStatus) -> GenerationSession | None:
-        ordered = self._ordered(status)
-        return ordered[0] if ordered else None
-
-    def created_before(self, micros: int, status: GenerationStatus | None = None) -> list[str]:
-        return [s.session_id for s in self._ordered(status) if to_micros(s.created_at) < micros]
-
-    def count_updated_before(self, status: GenerationStatus, micros: int) -> int:
-        return sum(to_micros(s.updated_at) < micros for s in self._ordered(status))
-
-    def page(
-        self, status: GenerationStatus | None, after: Cursor | None, limit: int
-    ) -> list[GenerationSession]:
-        keyed = [((to_micros(s.created_at), s.session_id), s) for s in self._ordered(status)]
-        return [s for key, s in keyed if after is None or key > after][:limit]
-
-    def values(self, status: GenerationStatus | None = None) -> Iterator[GenerationSession]:
-        return iter(self._ordered(status))
+    server = request.getfixturevalue("redis_server")
+    client = redis.Redis.from_url(server.url, socket_timeout=5)
+    request.addfinalizer(client.close)
+    return RedisSessionStore(client, f"t{uuid.uuid4().hex[:12]}")
 
 
 def run_scenario(mgr: SessionManager, clock: ManualClock) -> list[Any]:
@@ -602,18 +547,20 @@ def _anonymise(item: Any, index: dict[str, str]) -> Any:
 @pytest.mark.parametrize(
     "make_store",
     [
-        lambda: DelegatingStore(InMemorySessionStore()),
-        ListStore,
-        lambda: DelegatingStore(ListStore()),
+        lambda request: DelegatingStore(InMemorySessionStore()),
+        redis_store,
+        lambda request: DelegatingStore(redis_store(request)),
     ],
-    ids=["delegating", "naive-list", "delegating-naive"],
+    ids=["delegating", "redis", "delegating-redis"],
 )
 def test_the_manager_works_the_same_on_another_store(
-    make_store: Callable[[], SessionStore], clock: ManualClock
+    make_store: Callable[[pytest.FixtureRequest], SessionStore],
+    clock: ManualClock,
+    request: pytest.FixtureRequest,
 ) -> None:
     config = ManagerConfig(max_sessions=6)
     outcomes = []
-    store = make_store()
+    store = make_store(request)
     for candidate in (InMemorySessionStore(), store):
         own_clock = ManualClock(clock.now())
         mgr = SessionManager(config, clock=own_clock, store=candidate)
@@ -623,7 +570,8 @@ def test_the_manager_works_the_same_on_another_store(
             mgr.shutdown()
     assert outcomes[1] == outcomes[0]
     if isinstance(store, DelegatingStore):
-        kinds = Counter(kind for kind, _ in store.writes)
-        assert kinds["delete"] == 9  # 2 expired + 1 evicted + 6 purged
+        kinds = store.writes
+        assert kinds["removed"] == 9  # 2 expired + 1 evicted + 6 purged
         assert kinds["clear"] == 1
-        assert kinds["put"] > 8
+        assert kinds["create"] == 9
+        assert kinds["update"] >= 6

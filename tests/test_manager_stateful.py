@@ -3,6 +3,7 @@ after every step, against a plain model recounted by brute force in integer micr
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,9 @@ from hypothesis.stateful import (
     invariant,
     multiple,
     rule,
+    run_state_machine_as_test,
 )
+from redis_server import RedisServer
 
 from sidecar.core.clock import ManualClock, to_micros
 from sidecar.core.config import CapacityPolicy, ManagerConfig
@@ -31,7 +34,7 @@ from sidecar.core.errors import (
 from sidecar.core.manager import AGE_BUCKETS, KNOWN_TRANSITIONS, RemovalReason, SessionEvent
 from sidecar.core.manager import SessionManager as Manager
 from sidecar.core.models import GenerationRequest, GenerationStatus, ScenePrompt
-from sidecar.store import InMemorySessionStore
+from sidecar.store import InMemorySessionStore, SessionStore
 
 FINISHED = {C, F}
 # Written out here, not imported: the model must not share the code it checks.
@@ -85,10 +88,13 @@ class Counts:
 class ManagerMachine(RuleBasedStateMachine):
     sessions = Bundle("sessions")
 
+    def make_store(self) -> SessionStore:
+        return InMemorySessionStore()
+
     def __init__(self) -> None:
         super().__init__()
         self.clock = ManualClock()
-        self.store = InMemorySessionStore()
+        self.store = self.make_store()
         self.max_sessions = 5
         self.policy = CapacityPolicy.EVICT_OLDEST
         self.manager = Manager(
@@ -443,7 +449,7 @@ class ManagerMachine(RuleBasedStateMachine):
 
     @invariant()
     def store_matches_the_model(self) -> None:
-        stored = {s.session_id: s for s in self.store.values()}
+        stored = {s.session_id: s for s in self.store.page(None, None, 10**6)}
         assert stored.keys() == self.model.keys()
         for sid, e in self.model.items():
             s = stored[sid]
@@ -512,3 +518,30 @@ ManagerMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_manager_matches_the_model = ManagerMachine.TestCase
+
+
+def test_manager_matches_the_model_on_redis(redis_server: RedisServer) -> None:
+    """The same machine on a Redis store (a real redis-server); fewer examples: each step is
+    a few round trips."""
+    import redis
+
+    from sidecar.store.redis import RedisSessionStore
+
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=5)
+
+    class OnRedis(ManagerMachine):
+        def make_store(self) -> SessionStore:
+            return RedisSessionStore(client, f"t{uuid.uuid4().hex[:12]}")  # shutdown clears it
+
+    try:
+        run_state_machine_as_test(
+            OnRedis,
+            settings=settings(
+                max_examples=25,
+                stateful_step_count=30,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )
+    finally:
+        client.close()

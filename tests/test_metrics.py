@@ -6,7 +6,7 @@ import gzip
 import subprocess
 
 import pytest
-from conftest import NoScanStore, session_in, transition_counts
+from conftest import NoScanStore, session_in, started, transition_counts
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.parser import (
@@ -254,7 +254,7 @@ def test_cleanup_worker_up_reflects_the_thread(clock: ManualClock) -> None:
     manager = SessionManager(clock=clock)
     metrics = SidecarMetrics(manager, process_metrics=False)
     assert value(metrics, "sidecar_cleanup_worker_up") == 0
-    manager.start()
+    started(manager)
     assert value(metrics, "sidecar_cleanup_worker_up") == 1
     manager.shutdown()
     assert value(metrics, "sidecar_cleanup_worker_up") == 0

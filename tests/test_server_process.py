@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import STARTUP_SECONDS, SidecarSpawner, poll
+from conftest import STARTUP_SECONDS, SidecarSpawner, poll, started
 from flask import Flask
 
 from sidecar.core.manager import SessionManager
@@ -155,7 +155,7 @@ def held() -> Held:
 @pytest.fixture
 def slow_app(clean_env: pytest.MonkeyPatch, manager: SessionManager, held: Held) -> Iterator[Flask]:
     """An app whose /slow route holds its request until the test releases it."""
-    manager.start()
+    started(manager)
     app = create_app(Settings(), manager=manager)
     app.add_url_rule("/slow", view_func=held.view)
     yield app

@@ -6,7 +6,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["EPOCH", "Clock", "ManualClock", "SystemClock", "to_micros"]
+__all__ = ["EPOCH", "Clock", "ManualClock", "SystemClock", "from_micros", "to_micros"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MICROSECOND = timedelta(microseconds=1)
@@ -15,6 +15,11 @@ _ONE_MICROSECOND = timedelta(microseconds=1)
 def to_micros(moment: datetime) -> int:
     """Exact integer microseconds since the Unix epoch (no float rounding at bucket edges)."""
     return (moment - EPOCH) // _ONE_MICROSECOND
+
+
+def from_micros(us: int) -> datetime:
+    """The aware UTC datetime `us` microseconds after the Unix epoch (to_micros reversed)."""
+    return EPOCH + timedelta(microseconds=us)
 
 
 class Clock(Protocol):

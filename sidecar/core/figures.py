@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sidecar.core.events import RemovalReason
 from sidecar.core.models import GenerationStatus
 
-__all__ = ["AGE_BUCKETS", "Health", "ManagerSnapshot", "health_of"]
+__all__ = [
+    "AGE_BUCKETS",
+    "Health",
+    "ManagerSnapshot",
+    "by_age",
+    "health_of",
+    "health_report",
+    "performance_stats",
+]
 
 # (label, lower bound inclusive, upper bound exclusive) of a session's age, in seconds.
 AGE_BUCKETS: tuple[tuple[str, float, float], ...] = (
@@ -36,6 +45,16 @@ def health_of(utilization: float, warning: float, critical: float) -> Health:
     if utilization >= warning:
         return Health.WARNING
     return Health.HEALTHY
+
+
+def by_age(total: int, created_before: Sequence[int]) -> dict[str, int]:
+    """Sessions per age bucket, from how many were created before each bucket's lower bound
+    (after the first; see rules.age_cutoffs)."""
+    at_least = [total, *created_before]
+    return {
+        name: at_least[i] - (at_least[i + 1] if i + 1 < len(at_least) else 0)
+        for i, (name, _, _) in enumerate(AGE_BUCKETS)
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +83,29 @@ class ManagerSnapshot:
     cleanup_last_run: datetime | None
     worker_alive: bool
     closed: bool
+
+
+def performance_stats(snap: ManagerSnapshot) -> dict[str, Any]:
+    """The seed's statistics: counts, utilization, status breakdown, age distribution."""
+    return {
+        "total_sessions": snap.total,
+        "max_capacity": snap.capacity,
+        "utilization_percent": round(snap.utilization * 100, 1),
+        "status_breakdown": {s.value: n for s, n in snap.by_status.items()},
+        "age_distribution": dict(snap.by_age),
+        "average_age_hours": round(snap.average_age_seconds / 3600, 2),
+        "oldest_session_hours": round(snap.oldest_age_seconds / 3600, 2),
+        "newest_session_hours": round(snap.newest_age_seconds / 3600, 2),
+        "stuck_sessions": snap.stuck,
+    }
+
+
+def health_report(snap: ManagerSnapshot) -> dict[str, Any]:
+    """The seed's health report, in real types (ints, floats, bools)."""
+    return {
+        "overall_health": snap.health.value,
+        "session_count": snap.total,
+        "utilization_percent": round(snap.utilization * 100, 1),
+        "stuck_sessions": snap.stuck,
+        "cleanup_active": snap.worker_alive,
+    }

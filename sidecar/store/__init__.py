@@ -2,6 +2,26 @@
 
 from __future__ import annotations
 
-from sidecar.store.memory import Cursor, InMemorySessionStore, SessionStore
+from sidecar.store.base import (
+    BATCH,
+    KEEP,
+    Change,
+    CreateOutcome,
+    Cursor,
+    SessionStore,
+    StaleScenesError,
+    StoreFigures,
+)
+from sidecar.store.memory import InMemorySessionStore
 
-__all__ = ["Cursor", "InMemorySessionStore", "SessionStore"]
+__all__ = [
+    "BATCH",
+    "KEEP",
+    "Change",
+    "CreateOutcome",
+    "Cursor",
+    "InMemorySessionStore",
+    "SessionStore",
+    "StaleScenesError",
+    "StoreFigures",
+]

@@ -1,54 +1,48 @@
-"""Where sessions live, and the indexes that make every aggregate O(1) or O(log n).
+"""InMemorySessionStore: the store's operations on a dict and sorted indexes, each under a lock.
 
-The manager talks to storage only through `SessionStore`, so a shared store (several replicas)
-or a durable one can replace `InMemorySessionStore` without touching the manager's rules.
-A store holds immutable `GenerationSession` objects; `put` replaces one and moves its index
-entries. Stores are not thread-safe on their own: the manager serialises access with its lock.
+Each operation lines up with one Lua script of the Redis store (sidecar/store/redis/lua/) and,
+like it, is one atomic step: it takes the store's plain lock once and does O(1) or O(log n)
+work per session it touches. The indexes (by creation, overall and per status; by last update,
+per status) make every figure a bisection, so a scrape never walks the sessions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Protocol
+import itertools
+import threading
+from collections.abc import Sequence
+from typing import Any
 
 from sortedcontainers import SortedList
 
-from sidecar.core.clock import to_micros
-from sidecar.core.models import GenerationSession, GenerationStatus
+from sidecar.core.clock import from_micros, to_micros
+from sidecar.core.config import CapacityPolicy
+from sidecar.core.errors import InvalidTransitionError, SessionNotFoundError
+from sidecar.core.models import (
+    GenerationRequest,
+    GenerationSession,
+    GenerationStatus,
+    evolve,
+)
+from sidecar.core.rules import ExpiryRule
+from sidecar.store.base import (
+    BATCH,
+    KEEP,
+    Change,
+    CreateOutcome,
+    Cursor,
+    StaleScenesError,
+    StoreFigures,
+)
 
-__all__ = ["Cursor", "InMemorySessionStore", "SessionStore"]
-
-# A position in creation order: (created_at in Unix microseconds, session_id).
-Cursor = tuple[int, str]
-
-
-class SessionStore(Protocol):
-    """Storage plus the ordered indexes the manager's figures are read from."""
-
-    def __len__(self) -> int: ...
-    def __contains__(self, session_id: object) -> bool: ...
-    def get(self, session_id: str) -> GenerationSession | None: ...
-    def put(self, session: GenerationSession) -> None: ...
-    def delete(self, session_id: str) -> GenerationSession | None: ...
-    def clear(self) -> None: ...
-    def count_by_status(self) -> Mapping[GenerationStatus, int]: ...
-    def count_created_before(self, micros: int) -> int: ...
-    def created_micros_sum(self) -> int: ...
-    def created_micros_range(self) -> tuple[int, int] | None: ...
-    def oldest(self, status: GenerationStatus) -> GenerationSession | None: ...
-    def created_before(self, micros: int, status: GenerationStatus | None = None) -> list[str]: ...
-    def count_updated_before(self, status: GenerationStatus, micros: int) -> int: ...
-    def page(
-        self, status: GenerationStatus | None, after: Cursor | None, limit: int
-    ) -> list[GenerationSession]: ...
-    def values(self, status: GenerationStatus | None = None) -> Iterator[GenerationSession]: ...
+__all__ = ["InMemorySessionStore"]
 
 
 class InMemorySessionStore:
-    """A dict of sessions with sorted indexes by creation time (overall and per status)
-    and by last update (per status, for stuck detection)."""
+    """Sessions of one process, with sorted indexes; safe to share between threads."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._sessions: dict[str, GenerationSession] = {}
         self._by_created: SortedList = SortedList()
         self._by_status_created: dict[GenerationStatus, SortedList] = {
@@ -59,44 +53,7 @@ class InMemorySessionStore:
         }
         self._created_sum = 0
 
-    def __len__(self) -> int:
-        return len(self._sessions)
-
-    def __contains__(self, session_id: object) -> bool:
-        return session_id in self._sessions
-
-    def get(self, session_id: str) -> GenerationSession | None:
-        return self._sessions.get(session_id)
-
-    def put(self, session: GenerationSession) -> None:
-        """Insert a new session or replace the stored one with the same id."""
-        old = self._sessions.get(session.session_id)
-        self._sessions[session.session_id] = session
-        if old is None:
-            self._index(session)
-            return
-        if old.status is not session.status or old.created_at != session.created_at:
-            self._unindex(old)
-            self._index(session)
-        elif old.updated_at != session.updated_at:
-            # The common case (progress, scenes): only the last-update index moves.
-            by_updated = self._by_status_updated[session.status]
-            by_updated.remove((to_micros(old.updated_at), old.session_id))
-            by_updated.add((to_micros(session.updated_at), session.session_id))
-
-    def delete(self, session_id: str) -> GenerationSession | None:
-        old = self._sessions.pop(session_id, None)
-        if old is not None:
-            self._unindex(old)
-        return old
-
-    def clear(self) -> None:
-        # Reset in place rather than re-running __init__, which a subclass may have changed.
-        self._sessions.clear()
-        self._by_created.clear()
-        for index in (*self._by_status_created.values(), *self._by_status_updated.values()):
-            index.clear()
-        self._created_sum = 0
+    # ------------------------------------------------------------------ index upkeep (locked)
 
     def _index(self, session: GenerationSession) -> None:
         created = (to_micros(session.created_at), session.session_id)
@@ -116,51 +73,200 @@ class InMemorySessionStore:
         )
         self._created_sum -= created[0]
 
-    def count_by_status(self) -> Mapping[GenerationStatus, int]:
-        return {status: len(index) for status, index in self._by_status_created.items()}
+    def _replace(self, old: GenerationSession, new: GenerationSession) -> None:
+        self._sessions[new.session_id] = new
+        if old.status is not new.status:
+            self._unindex(old)
+            self._index(new)
+        elif old.updated_at != new.updated_at:
+            # The common case (progress, scenes): only the last-update index moves.
+            by_updated = self._by_status_updated[new.status]
+            by_updated.remove((to_micros(old.updated_at), old.session_id))
+            by_updated.add((to_micros(new.updated_at), new.session_id))
 
-    def count_created_before(self, micros: int) -> int:
-        """How many sessions were created strictly before `micros`."""
-        return int(self._by_created.bisect_left((micros,)))
+    def _drop(self, session_id: str) -> GenerationSession | None:
+        old = self._sessions.pop(session_id, None)
+        if old is not None:
+            self._unindex(old)
+        return old
 
-    def created_micros_sum(self) -> int:
-        return self._created_sum
+    def _created_index(self, status: GenerationStatus | None) -> SortedList:
+        return self._by_created if status is None else self._by_status_created[status]
 
-    def created_micros_range(self) -> tuple[int, int] | None:
-        if not self._by_created:
-            return None
-        return self._by_created[0][0], self._by_created[-1][0]
+    def _drop_created_before(
+        self, status: GenerationStatus | None, cutoff_us: int | None, limit: int
+    ) -> list[GenerationSession]:
+        """Remove up to `limit` sessions in `status` created before `cutoff_us`, oldest first."""
+        index = self._created_index(status)
+        keys = index if cutoff_us is None else index.irange(maximum=(cutoff_us,))
+        ids = [sid for _, sid in itertools.islice(keys, max(limit, 0))]
+        return [old for sid in ids if (old := self._drop(sid)) is not None]
 
-    def oldest(self, status: GenerationStatus) -> GenerationSession | None:
-        index = self._by_status_created[status]
-        return self._sessions[index[0][1]] if index else None
+    def _expire(self, rules: Sequence[ExpiryRule], batch: int) -> list[GenerationSession]:
+        removed: list[GenerationSession] = []
+        for rule in rules:
+            if len(removed) >= batch:
+                break
+            removed += self._drop_created_before(rule.status, rule.cutoff_us, batch - len(removed))
+        return removed
 
-    def created_before(self, micros: int, status: GenerationStatus | None = None) -> list[str]:
-        """Ids of the sessions created strictly before `micros`, oldest first."""
-        index = self._by_created if status is None else self._by_status_created[status]
-        return [sid for _, sid in index.irange(maximum=(micros,), inclusive=(True, False))]
+    def _victim(self, order: Sequence[Sequence[GenerationStatus]]) -> str | None:
+        for group in order:
+            heads = [index[0] for s in group if (index := self._by_status_created[s])]
+            if heads:
+                return str(min(heads)[1])
+        return None
 
-    def count_updated_before(self, status: GenerationStatus, micros: int) -> int:
-        """How many sessions in `status` were last updated strictly before `micros`."""
-        return int(self._by_status_updated[status].bisect_left((micros,)))
+    # ------------------------------------------------------------------ rule-bearing operations
+
+    def create(
+        self,
+        session_id: str,
+        request: GenerationRequest,
+        now_us: int,
+        *,
+        capacity: int,
+        policy: CapacityPolicy,
+        eviction_order: Sequence[Sequence[GenerationStatus]],
+        expiry: Sequence[ExpiryRule],
+        batch: int = BATCH,
+    ) -> CreateOutcome:
+        """Insert a pending session; at capacity expire first, then evict or reject."""
+        now = from_micros(now_us)
+        session = GenerationSession(
+            session_id=session_id,
+            status=GenerationStatus.PENDING,
+            request_data=request,
+            created_at=now,
+            last_accessed=now,
+            updated_at=now,
+        )
+        expired: list[GenerationSession] = []
+        evicted: list[GenerationSession] = []
+        with self._lock:
+            if len(self._sessions) >= capacity:
+                expired = self._expire(expiry, batch)
+            while len(self._sessions) >= capacity:
+                if policy is CapacityPolicy.REJECT:
+                    return CreateOutcome(None, expired, evicted)
+                victim = self._victim(eviction_order)
+                if victim is None:
+                    raise ValueError("eviction order names no status that holds a session")
+                evicted.append(self._sessions[victim])
+                self._drop(victim)
+            if session_id in self._sessions:
+                raise ValueError(f"session id already stored: {session_id}")
+            self._sessions[session_id] = session
+            self._index(session)
+        return CreateOutcome(session, expired, evicted)
+
+    def update(
+        self, session_id: str, now_us: int, change: Change
+    ) -> tuple[GenerationStatus, GenerationSession]:
+        """Apply `change` if the session's status allows all of it; (previous status, new)."""
+        with self._lock:
+            old = self._sessions.get(session_id)
+            if old is None:
+                raise SessionNotFoundError(session_id)
+            status = old.status
+            to = change.status
+            if to is not None and to is not status:
+                if not change.force and status not in change.leave_from:
+                    raise InvalidTransitionError(session_id, status, to)
+            elif to is not None and change.same_status_changes_nothing:
+                return status, old
+            if change.touches_work and status not in change.work_statuses:
+                what = "progress" if change.progress is not KEEP else "scenes"
+                raise InvalidTransitionError(session_id, status, what)
+            if change.expect_scenes is not None and old.scenes != change.expect_scenes:
+                raise StaleScenesError(session_id)
+            changes: dict[str, Any] = {}
+            if to is not None and to is not status:
+                changes["status"] = to
+            for name in ("progress", "scenes", "error_message"):
+                value = getattr(change, name)
+                if value is not KEEP:
+                    changes[name] = value
+            if not changes:
+                return status, old
+            now = from_micros(now_us)
+            new = evolve(old, **changes, updated_at=now, last_accessed=now)
+            self._replace(old, new)
+            return status, new
+
+    def touch(self, session_id: str, now_us: int) -> GenerationSession | None:
+        """The session with its last access set to `now_us`, or None."""
+        with self._lock:
+            old = self._sessions.get(session_id)
+            if old is None:
+                return None
+            new = evolve(old, last_accessed=from_micros(now_us))
+            self._sessions[session_id] = new  # no index holds the last access
+            return new
+
+    def remove(self, session_id: str) -> GenerationSession | None:
+        """Remove one session; what was removed (only this caller gets it), or None."""
+        with self._lock:
+            return self._drop(session_id)
+
+    def expire(self, rules: Sequence[ExpiryRule], batch: int = BATCH) -> list[GenerationSession]:
+        """Remove up to `batch` expired sessions, rule by rule, oldest first."""
+        with self._lock:
+            return self._expire(rules, batch)
+
+    def purge(
+        self, status: GenerationStatus | None, cutoff_us: int | None, batch: int = BATCH
+    ) -> list[GenerationSession]:
+        """Remove up to `batch` sessions in `status` (None: any) created before `cutoff_us`."""
+        with self._lock:
+            return self._drop_created_before(status, cutoff_us, batch)
+
+    # ------------------------------------------------------------------ reads
+
+    def figures(
+        self,
+        cutoffs_us: Sequence[int],
+        stuck_status: GenerationStatus,
+        stuck_cutoff_us: int,
+    ) -> StoreFigures:
+        """Every figure of a snapshot from the indexes, under one lock hold: O(log n)."""
+        with self._lock:
+            by_created = self._by_created
+            return StoreFigures(
+                total=len(self._sessions),
+                by_status={s: len(index) for s, index in self._by_status_created.items()},
+                created_before=[int(by_created.bisect_left((c,))) for c in cutoffs_us],
+                stuck=int(self._by_status_updated[stuck_status].bisect_left((stuck_cutoff_us,))),
+                oldest_created_us={
+                    s: index[0][0] for s, index in self._by_status_created.items() if index
+                },
+                created_range_us=(by_created[0][0], by_created[-1][0]) if by_created else None,
+                created_sum_us=self._created_sum,
+            )
 
     def page(
         self, status: GenerationStatus | None, after: Cursor | None, limit: int
     ) -> list[GenerationSession]:
         """Up to `limit` sessions in creation order, starting just after `after`."""
-        index = self._by_created if status is None else self._by_status_created[status]
-        keys = index.irange(minimum=after, inclusive=(False, True)) if after else iter(index)
-        out: list[GenerationSession] = []
-        for _, sid in keys:
-            if len(out) >= limit:
-                break
-            out.append(self._sessions[sid])
-        return out
+        with self._lock:
+            index = self._created_index(status)
+            keys = index.irange(minimum=after, inclusive=(False, True)) if after else iter(index)
+            return [self._sessions[sid] for _, sid in itertools.islice(keys, max(limit, 0))]
 
-    def values(self, status: GenerationStatus | None = None) -> Iterator[GenerationSession]:
-        """Sessions in creation order (ids are copied first, so deleting meanwhile is safe)."""
-        index = self._by_created if status is None else self._by_status_created[status]
-        for _, sid in list(index):
-            session = self._sessions.get(sid)
-            if session is not None:
-                yield session
+    def get(self, session_id: str) -> GenerationSession | None:
+        """The session as stored, or None."""
+        return self._sessions.get(session_id)  # one dict read: atomic under the GIL
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def clear(self) -> int:
+        """Remove every session; how many."""
+        with self._lock:
+            held = len(self._sessions)
+            self._sessions.clear()
+            self._by_created.clear()
+            for index in (*self._by_status_created.values(), *self._by_status_updated.values()):
+                index.clear()
+            self._created_sum = 0
+            return held

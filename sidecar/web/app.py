@@ -26,6 +26,7 @@ from sidecar.web.context import EXTENSION, Sidecar, get_sidecar
 from sidecar.web.problems import UNMATCHED_ROUTE, Problem, register_error_handlers, shutting_down
 from sidecar.web.routes import OPERATIONS
 from sidecar.web.views import register_routes
+from sidecar.worker import start_worker
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -180,5 +181,5 @@ def create_app(
         app.view_functions[rule.endpoint] = gate.label(view, rule.rule)
     app.wsgi_app = gate  # type: ignore[method-assign]
     if owns_manager:
-        manager.start()
+        start_worker(manager)
     return app

@@ -1,0 +1,171 @@
+"""The storage seam: the operations that carry a rule, each one atomic step in the store.
+
+A store receives every rule as plain data (statuses, integer microseconds, tuples) from
+`sidecar.core.rules`, so two stores cannot disagree about one. The memory store runs each
+operation under its own lock; a shared store runs each as one script on the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sidecar.core.config import CapacityPolicy
+from sidecar.core.models import GenerationRequest, GenerationSession, GenerationStatus, ScenePrompt
+from sidecar.core.rules import ExpiryRule
+
+__all__ = [
+    "BATCH",
+    "KEEP",
+    "Change",
+    "CreateOutcome",
+    "Cursor",
+    "ExpiryRule",
+    "SessionStore",
+    "StaleScenesError",
+    "StoreFigures",
+]
+
+# A position in creation order: (created_at in Unix microseconds, session_id).
+Cursor = tuple[int, str]
+BATCH = 1000  # sessions one expire or purge call removes at most: no call holds a store long
+
+
+class _Keep:
+    """The marker for a field a change leaves as it is."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP = _Keep()
+
+
+class StaleScenesError(Exception):
+    """The scenes changed between the caller's read and its write: read again and retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One update of a session, with the rules that decide whether it may happen.
+
+    `status` may be entered only from `leave_from` (from any status when `force`); progress and
+    scenes may change only while the status is in `work_statuses`. `status` equal to the one in
+    force is no transition; with `same_status_changes_nothing` nothing else changes either.
+    With `expect_scenes` the write happens only if the stored scenes are still those
+    (compare-and-set for a read-modify-write of the scenes; else StaleScenesError). Fields left
+    at KEEP are not touched. All or nothing.
+    """
+
+    status: GenerationStatus | None = None
+    leave_from: tuple[GenerationStatus, ...] = ()
+    work_statuses: tuple[GenerationStatus, ...] = ()
+    force: bool = False
+    same_status_changes_nothing: bool = False
+    expect_scenes: tuple[ScenePrompt, ...] | None = None
+    progress: object = KEEP
+    scenes: object = KEEP
+    error_message: object = KEEP
+
+    @property
+    def touches_work(self) -> bool:
+        return self.progress is not KEEP or self.scenes is not KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class CreateOutcome:
+    """What a create did: the new session (None when rejected) and whom it removed first."""
+
+    session: GenerationSession | None
+    expired: list[GenerationSession] = field(default_factory=list)
+    evicted: list[GenerationSession] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFigures:
+    """The store's figures at one instant, read in one step."""
+
+    total: int
+    by_status: dict[GenerationStatus, int]
+    created_before: list[int]  # per cutoff asked for, in order
+    stuck: int
+    oldest_created_us: dict[GenerationStatus, int]
+    created_range_us: tuple[int, int] | None
+    created_sum_us: int
+
+
+class SessionStore(Protocol):
+    """Sessions and the ordered indexes their figures are read from; every call is atomic."""
+
+    def create(
+        self,
+        session_id: str,
+        request: GenerationRequest,
+        now_us: int,
+        *,
+        capacity: int,
+        policy: CapacityPolicy,
+        eviction_order: Sequence[Sequence[GenerationStatus]],
+        expiry: Sequence[ExpiryRule],
+        batch: int = BATCH,
+    ) -> CreateOutcome:
+        """Insert a pending session; when full, expire first (up to `batch`), then evict the
+        oldest of the first group of `eviction_order` that holds one, or reject."""
+        ...
+
+    def update(
+        self, session_id: str, now_us: int, change: Change
+    ) -> tuple[GenerationStatus, GenerationSession]:
+        """Apply `change` if the rules in it allow all of it; (previous status, new session).
+
+        Raises SessionNotFoundError, InvalidTransitionError (requested: the status, or
+        "progress"/"scenes") or StaleScenesError, and then changes nothing.
+        """
+        ...
+
+    def touch(self, session_id: str, now_us: int) -> GenerationSession | None:
+        """The session with its last access set to `now_us`, or None."""
+        ...
+
+    def remove(self, session_id: str) -> GenerationSession | None:
+        """Remove one session; what was removed (only this caller gets it), or None."""
+        ...
+
+    def expire(self, rules: Sequence[ExpiryRule], batch: int = BATCH) -> list[GenerationSession]:
+        """Remove up to `batch` sessions that one of `rules` says have expired, rule by rule."""
+        ...
+
+    def purge(
+        self, status: GenerationStatus | None, cutoff_us: int | None, batch: int = BATCH
+    ) -> list[GenerationSession]:
+        """Remove up to `batch` sessions in `status` (None: any) created before `cutoff_us`
+        (None: any age), oldest first."""
+        ...
+
+    def figures(
+        self,
+        cutoffs_us: Sequence[int],
+        stuck_status: GenerationStatus,
+        stuck_cutoff_us: int,
+    ) -> StoreFigures:
+        """Counts per status, created-before counts per cutoff, how many in `stuck_status` were
+        last updated before `stuck_cutoff_us`, oldest per status, creation range and sum: one
+        consistent read, O(log n)."""
+        ...
+
+    def page(
+        self, status: GenerationStatus | None, after: Cursor | None, limit: int
+    ) -> list[GenerationSession]:
+        """Up to `limit` sessions in creation order, starting just after `after`."""
+        ...
+
+    def get(self, session_id: str) -> GenerationSession | None:
+        """The session as stored (last access untouched), or None."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def clear(self) -> int:
+        """Remove every session; how many."""
+        ...

@@ -1,0 +1,288 @@
+"""RedisSessionStore: the session store's rule-bearing operations, each one Lua script.
+
+Keys (all under one hash tag, `{prefix}`, so a Redis Cluster keeps them in one slot):
+
+- `{p}:s:<id>`     a hash per session (see codec)
+- `{p}:c`          every session by creation, `{p}:c:<status>` the same per status
+- `{p}:u:<status>` sessions by last update, per status (stuck detection)
+- `{p}:sum`        the sum of creation times (average age)
+
+Sorted sets are scored 0 with members `<16-digit micros>:<id>`, so lexical order is the memory
+store's (micros, id) order and every count is a ZLEXCOUNT, O(log n). Nothing here uses KEYS or
+SCAN; removals run in bounded batches. The caller passes its clock's time into every call, so
+an injected clock gives the same figures as the memory store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+
+import redis
+
+from sidecar.core.config import CapacityPolicy
+from sidecar.core.errors import InvalidTransitionError, SessionNotFoundError
+from sidecar.core.models import GenerationRequest, GenerationSession, GenerationStatus
+from sidecar.core.rules import ExpiryRule
+from sidecar.store.base import (
+    BATCH,
+    KEEP,
+    Change,
+    CreateOutcome,
+    Cursor,
+    StaleScenesError,
+    StoreFigures,
+)
+from sidecar.store.redis.codec import (
+    decode_session,
+    encode_error,
+    encode_progress,
+    encode_request,
+    encode_scenes,
+)
+from sidecar.store.redis.target import StoreUnavailableError
+
+__all__ = ["RedisSessionStore"]
+
+_OPERATIONS = ("create", "update", "touch", "remove", "expire", "purge")
+
+
+def _pad(us: int) -> bytes:
+    return b"%016d" % us
+
+
+def _csv(statuses: Sequence[GenerationStatus]) -> str:
+    return ",".join(s.value for s in statuses)
+
+
+def _text(raw: bytes | str) -> str:
+    return raw if isinstance(raw, str) else raw.decode()
+
+
+def _member_us(member: bytes) -> int:
+    return int(member[:16])
+
+
+@contextmanager
+def _reachable(operation: str) -> Iterator[None]:
+    """Turn the client's connection and timeout errors into StoreUnavailableError."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise StoreUnavailableError(f"{operation}: {exc}") from None
+
+
+def _load(name: str) -> str:
+    lua = resources.files("sidecar.store.redis").joinpath("lua")
+    return lua.joinpath("_lib.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
+
+
+class RedisSessionStore:
+    """Sessions in Redis; safe to share between threads and between processes."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "sidecar") -> None:
+        self._client = client
+        self._tag = "{" + prefix + "}"
+        # register_script runs EVALSHA and sends the script again on NOSCRIPT (after a restart).
+        self._scripts = {name: client.register_script(_load(name)) for name in _OPERATIONS}
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
+    def _run(self, name: str, *args: Any) -> Any:
+        with _reachable(name):
+            return self._scripts[name](keys=[self._tag], args=list(args))
+
+    def _removed(self, reply: Sequence[Any]) -> list[GenerationSession]:
+        return [decode_session(sid.decode(), fields) for sid, fields in reply if fields]
+
+    # ------------------------------------------------------------------ rule-bearing operations
+
+    def create(
+        self,
+        session_id: str,
+        request: GenerationRequest,
+        now_us: int,
+        *,
+        capacity: int,
+        policy: CapacityPolicy,
+        eviction_order: Sequence[Sequence[GenerationStatus]],
+        expiry: Sequence[ExpiryRule],
+        batch: int = BATCH,
+    ) -> CreateOutcome:
+        """Insert a pending session; at capacity expire first, then evict or reject."""
+        outcome, expired, evicted = self._run(
+            "create",
+            session_id,
+            now_us,
+            capacity,
+            policy.value,
+            ";".join(_csv(group) for group in eviction_order),
+            self._rules(expiry),
+            batch,
+            encode_request(request),
+        )
+        session = None
+        if outcome == b"created":
+            session = decode_session(
+                session_id,
+                {
+                    b"st": b"pending",
+                    b"c": b"%d" % now_us,
+                    b"u": b"%d" % now_us,
+                    b"a": b"%d" % now_us,
+                    b"rq": encode_request(request),
+                    b"sc": b"[]",
+                    b"pg": b"",
+                    b"er": b"",
+                },
+            )
+        return CreateOutcome(session, self._removed(expired), self._removed(evicted))
+
+    def update(
+        self, session_id: str, now_us: int, change: Change
+    ) -> tuple[GenerationStatus, GenerationSession]:
+        """Apply `change` if the session's status allows all of it; (previous status, new)."""
+        pairs: list[bytes | str] = []
+        if change.progress is not KEEP:
+            pairs += ["pg", encode_progress(change.progress)]  # type: ignore[arg-type]
+        if change.scenes is not KEEP:
+            pairs += ["sc", encode_scenes(change.scenes)]  # type: ignore[arg-type]
+        if change.error_message is not KEEP:
+            pairs += ["er", encode_error(change.error_message)]  # type: ignore[arg-type]
+        expect = change.expect_scenes
+        reply = self._run(
+            "update",
+            session_id,
+            now_us,
+            "" if change.status is None else change.status.value,
+            _csv(change.leave_from),
+            _csv(change.work_statuses) if change.touches_work else "",
+            b"" if expect is None else encode_scenes(expect),
+            "1" if change.force else "0",
+            "1" if change.same_status_changes_nothing else "0",
+            *pairs,
+        )
+        match reply[0]:
+            case b"ok":
+                return GenerationStatus(reply[1].decode()), decode_session(session_id, reply[2])
+            case b"missing":
+                raise SessionNotFoundError(session_id)
+            case b"stale":
+                raise StaleScenesError(session_id)
+            case _:
+                current, what = GenerationStatus(reply[1].decode()), reply[2].decode()
+                if what == "work":
+                    what = "progress" if change.progress is not KEEP else "scenes"
+                    raise InvalidTransitionError(session_id, current, what)
+                raise InvalidTransitionError(session_id, current, GenerationStatus(what))
+
+    def touch(self, session_id: str, now_us: int) -> GenerationSession | None:
+        """The session with its last access set to `now_us`, or None."""
+        fields = self._run("touch", session_id, now_us)
+        return decode_session(session_id, fields) if fields else None
+
+    def remove(self, session_id: str) -> GenerationSession | None:
+        """Remove one session; what was removed (only this caller gets it), or None."""
+        fields = self._run("remove", session_id)
+        return decode_session(session_id, fields) if fields else None
+
+    def expire(self, rules: Sequence[ExpiryRule], batch: int = BATCH) -> list[GenerationSession]:
+        """Remove up to `batch` expired sessions; each one removed is returned to one caller."""
+        return self._removed(self._run("expire", self._rules(rules), batch))
+
+    def purge(
+        self, status: GenerationStatus | None, cutoff_us: int | None, batch: int = BATCH
+    ) -> list[GenerationSession]:
+        """Remove up to `batch` sessions in `status` (None: any) created before `cutoff_us`."""
+        return self._removed(
+            self._run(
+                "purge",
+                "" if status is None else status.value,
+                "" if cutoff_us is None else cutoff_us,
+                batch,
+            )
+        )
+
+    @staticmethod
+    def _rules(rules: Sequence[ExpiryRule]) -> str:
+        return ";".join(
+            f"{'' if r.status is None else r.status.value}:{r.cutoff_us}" for r in rules
+        )
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, session_id: str) -> GenerationSession | None:
+        with _reachable("get"):
+            fields = self._client.hgetall(f"{self._tag}:s:{session_id}")
+        return decode_session(session_id, fields) if fields else None
+
+    def __len__(self) -> int:
+        with _reachable("count"):
+            return int(self._client.zcard(f"{self._tag}:c"))
+
+    def figures(
+        self,
+        cutoffs_us: Sequence[int],
+        stuck_status: GenerationStatus,
+        stuck_cutoff_us: int,
+    ) -> StoreFigures:
+        """Counts by status, by creation cutoff, stuck, oldest: one MULTI round trip, O(log n)."""
+        tag = self._tag
+        statuses = list(GenerationStatus)
+        pipe = self._client.pipeline(transaction=True)  # one consistent instant
+        pipe.zcard(f"{tag}:c")
+        for status in statuses:
+            pipe.zcard(f"{tag}:c:{status.value}")
+        for cutoff in cutoffs_us:
+            pipe.zlexcount(f"{tag}:c", b"-", b"(" + _pad(cutoff))
+        pipe.zlexcount(f"{tag}:u:{stuck_status.value}", b"-", b"(" + _pad(stuck_cutoff_us))
+        for status in statuses:
+            pipe.zrange(f"{tag}:c:{status.value}", 0, 0)
+        pipe.zrange(f"{tag}:c", 0, 0)
+        pipe.zrange(f"{tag}:c", -1, -1)
+        pipe.hmget(f"{tag}:sum", "sec", "us")
+        with _reachable("figures"):
+            out = pipe.execute()
+        n = len(statuses)
+        total, counts = int(out[0]), out[1 : 1 + n]
+        before = [int(x) for x in out[1 + n : 1 + n + len(cutoffs_us)]]
+        rest = out[1 + n + len(cutoffs_us) :]
+        stuck, firsts, first, last, (sec, us) = int(rest[0]), rest[1 : 1 + n], *rest[1 + n :]
+        return StoreFigures(
+            total=total,
+            by_status={s: int(c) for s, c in zip(statuses, counts, strict=True)},
+            created_before=before,
+            stuck=stuck,
+            oldest_created_us={
+                s: _member_us(f[0]) for s, f in zip(statuses, firsts, strict=True) if f
+            },
+            created_range_us=(_member_us(first[0]), _member_us(last[0])) if first else None,
+            created_sum_us=int(sec or 0) * 1_000_000 + int(us or 0),
+        )
+
+    def page(
+        self, status: GenerationStatus | None, after: Cursor | None, limit: int
+    ) -> list[GenerationSession]:
+        """Up to `limit` sessions in creation order, just after `after`; one pipelined read."""
+        key = f"{self._tag}:c" if status is None else f"{self._tag}:c:{status.value}"
+        low = b"-" if after is None else b"(" + _pad(after[0]) + b":" + after[1].encode()
+        with _reachable("page"):
+            members = self._client.zrangebylex(key, low, b"+", start=0, num=limit)
+            ids = [_text(m[17:]) for m in members]
+            pipe = self._client.pipeline(transaction=False)
+            for sid in ids:
+                pipe.hgetall(f"{self._tag}:s:{sid}")
+            rows = pipe.execute()
+        # A session removed between the two reads is skipped.
+        return [decode_session(sid, f) for sid, f in zip(ids, rows, strict=True) if f]
+
+    def clear(self) -> int:
+        """Remove every session of this prefix, batch by batch; how many."""
+        removed = 0
+        while batch := self.purge(None, None):
+            removed += len(batch)
+        return removed
