@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import C, F, P, R, SidecarProcess, SidecarSpawner
+from conftest import C, F, P, R, SidecarProcess, SidecarSpawner, started
 
 from sidecar.client import (
     NO_RETRY,
@@ -194,7 +194,7 @@ def test_the_seed_script_gives_the_same_results_in_process_and_remote(
     remote: RemoteSessionManager,
 ) -> None:
     with SessionManager(ManagerConfig(max_sessions=50)) as local:
-        local.start()  # the served manager runs its cleanup worker too
+        started(local)  # the served manager runs its cleanup worker too
         expected = seed_script(local, lambda session: session.session_id)
     got = seed_script(remote, lambda session_id: session_id)
     assert got == expected
