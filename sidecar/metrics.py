@@ -227,8 +227,8 @@ class SidecarMetrics:
 
     def _on_status_changed(self, event: SessionEvent) -> None:
         session = event.session
-        # Only the first finish counts: recovering a completed session into failed is not
-        # a second generation.
+        # Only the first finish counts. The state machine never leaves a finished status
+        # (recovery included), so this is a guard, not a filter that ever drops an event.
         if session.status in FINISHED and event.previous_status not in FINISHED:
             seconds = (session.updated_at - session.created_at).total_seconds()
             self.session_duration.labels(session.status.value).observe(seconds)

@@ -342,11 +342,16 @@ def test_patch_with_nothing_returns_the_session_unchanged(
     assert response.get_json()["updated_at"] == "2026-01-01T00:00:00Z"
 
 
-@pytest.mark.parametrize("status", ["pending", "processing", "completed"])
+@pytest.mark.parametrize("status", ["pending", "processing"])
 def test_recover_forces_failed_with_the_seed_message(
-    client: FlaskClient, manager: SessionManager, make_session: MakeSession, status: str
+    client: FlaskClient,
+    manager: SessionManager,
+    make_session: MakeSession,
+    clock: ManualClock,
+    status: str,
 ) -> None:
     session = make_session(manager, status)
+    clock.advance(manager.config.stuck_after_seconds + 1)
 
     response = client.post(f"/api/v1/sessions/{session.session_id}/recover")
 
@@ -411,10 +416,11 @@ def test_list_returns_summaries_in_creation_order(client: FlaskClient, clock: Ma
         "last_accessed": "2026-01-01T00:00:00Z",
         "updated_at": "2026-01-01T00:00:00Z",
         "age_hours": 1.0,
-        "num_scenes": 0,
+        "scenes_stored": 0,
+        "scenes_requested": 3,
         "progress": None,
     }
-    assert body["items"][1]["num_scenes"] == 1
+    assert body["items"][1]["scenes_stored"] == 1
     assert body["items"][1]["age_hours"] == 0.5
 
 

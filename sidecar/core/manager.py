@@ -46,8 +46,11 @@ from sidecar.core.models import (
 from sidecar.core.rules import (
     ALLOWED_TRANSITIONS,
     KNOWN_TRANSITIONS,
+    RECOVER,
     RECOVERED_MESSAGE,
     UPDATABLE_FIELDS,
+    finished_refuses,
+    needs_recovery,
 )
 from sidecar.store import Cursor, InMemorySessionStore, SessionStore
 
@@ -614,10 +617,9 @@ class SessionManager:
                 changes["status"] = status
         if "error_message" in checked:
             changes["error_message"] = checked["error_message"]
-        touches_work = "progress" in checked or "scenes" in checked
-        if touches_work and session.status in FINISHED:
-            what = "progress" if "progress" in checked else "scenes"
-            raise InvalidTransitionError(session.session_id, session.status, what)
+        refused = finished_refuses(session.status, checked)
+        if refused is not None:
+            raise InvalidTransitionError(session.session_id, session.status, refused)
         if "progress" in checked:
             changes["progress"] = checked["progress"]
         if "scenes" in checked:
@@ -678,14 +680,16 @@ class SessionManager:
         status: GenerationStatus | str,
         error_message: str | None = None,
     ) -> GenerationSession:
-        """Move a session along the state machine; the same status again changes nothing."""
+        """Move a session along the state machine; the same status (and message) again changes
+        nothing, the same status with another message sets it (409 on a finished session)."""
         updates: dict[str, Any] = {"status": status}
         if error_message is not None:
             updates["error_message"] = error_message
         checked = self._checked(updates)  # once, before taking the lock
         with self._locked():
             session = self._require(session_id)
-            if checked["status"] is session.status:
+            message = checked.get("error_message", session.error_message)
+            if checked["status"] is session.status and message == session.error_message:
                 return session
             return self._apply(session, checked, self._now())
 
@@ -800,10 +804,13 @@ class SessionManager:
         return BulkUpdateResult(updated, missing, conflicts)
 
     def recover_corrupted_session(self, session_id: str) -> GenerationSession:
-        """Force a session into failed with the seed's message, whatever its status."""
+        """Force a session whose work stopped into failed with the seed's message (see
+        rules.RECOVER_RULE); InvalidTransitionError for any other session."""
         with self._locked():
             session = self._require(session_id)
             now = self._now()
+            if not needs_recovery(session, now, self._config.stuck_after_seconds):
+                raise InvalidTransitionError(session_id, session.status, RECOVER)
             new = evolve(
                 session,
                 status=_S.FAILED,
