@@ -67,6 +67,10 @@ class Operation:
 
 
 _BODY_ERRORS = (400, 413, 415, 422)
+_FINISHED = (
+    "A finished session (completed or failed) never changes: a new status, error_message, "
+    "progress or scenes answers 409 invalid-transition."
+)
 _SESSION_CHANGE = (404, *_BODY_ERRORS)
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -93,10 +97,16 @@ OPERATIONS: tuple[Operation, ...] = (
         "PATCH", SESSION, "patch_session", 200,
         "Change status, error_message, progress and scenes together, or nothing",
         SessionPatch, GenerationSession, (*_SESSION_CHANGE, 409),
+        description=f"{_FINISHED} scenes replaces the whole list.",
     ),
     Operation(
         "PUT", SESSION + "/status", "put_status", 200, "Move a session to another status",
         StatusChange, GenerationSession, (*_SESSION_CHANGE, 409),
+        description=(
+            f"{_FINISHED} The same status again changes nothing; with an error_message that "
+            "differs from the stored one, it sets the message while the session is pending or "
+            "processing and answers 409 once it is finished."
+        ),
     ),
     Operation(
         "PUT", SESSION + "/progress", "put_progress", 200,
