@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from sidecar.core.clock import ManualClock
-from sidecar.core.manager import RECOVERED_MESSAGE, SessionManager
+from sidecar.core.manager import SessionManager
 from sidecar.core.models import GenerationRequest, GenerationStatus
 from sidecar.web.app import get_sidecar
 from sidecar.web.views import _declared_length
@@ -340,24 +340,6 @@ def test_patch_with_nothing_returns_the_session_unchanged(
 
     assert response.status_code == 200
     assert response.get_json()["updated_at"] == "2026-01-01T00:00:00Z"
-
-
-@pytest.mark.parametrize("status", ["pending", "processing"])
-def test_recover_forces_failed_with_the_seed_message(
-    client: FlaskClient,
-    manager: SessionManager,
-    make_session: MakeSession,
-    clock: ManualClock,
-    status: str,
-) -> None:
-    session = make_session(manager, status)
-    clock.advance(manager.config.stuck_after_seconds + 1)
-
-    response = client.post(f"/api/v1/sessions/{session.session_id}/recover")
-
-    assert response.status_code == 200
-    assert response.get_json()["status"] == "failed"
-    assert response.get_json()["error_message"] == RECOVERED_MESSAGE
 
 
 def test_bulk_status_reports_updated_missing_and_conflicts(
