@@ -6,6 +6,11 @@ O(log n) and never walks the sessions, and nothing can drift the way inc/dec gau
 Event counters are kept by the manager under its lock and exported here as counters; the two
 histograms (session duration, HTTP latency) are observed as events happen.
 Everything lives in a private `CollectorRegistry`, never the process-global one.
+
+No family is exposed with a `_created` series. prometheus_client adds one to each histogram
+child (in both formats) but not to the counters built here, and Prometheus 2.x stores each as
+a series of its own; the sidecar exposes none rather than one per HTTP latency child. rate()
+and increase() see a counter's reset without it.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ __all__ = [
     "HTTP_BUCKETS",
     "SessionCollector",
     "SidecarMetrics",
+    "WithoutCreated",
     "well_formed_accept",
 ]
 
@@ -100,24 +106,29 @@ class SessionCollector(Collector):
         snap = manager.snapshot() if manager is not None else None
 
         sessions = GaugeMetricFamily(
-            "sidecar_sessions", "Sessions held, by status.", labels=["status"]
+            "sidecar_sessions", "Sessions held now, by status.", labels=["status"]
         )
         by_age = GaugeMetricFamily(
             "sidecar_sessions_by_age",
-            "Sessions held, by time since creation.",
+            "Sessions held now, by time since creation.",
             labels=["age_bucket"],
         )
         stuck = GaugeMetricFamily(
             "sidecar_sessions_stuck",
-            "Processing sessions not updated for longer than the stuck threshold.",
+            "Processing sessions whose last update is older than sidecar_stuck_after_seconds.",
         )
         stuck_after = GaugeMetricFamily(
-            "sidecar_stuck_after_seconds", "The stuck threshold in force, in seconds."
+            "sidecar_stuck_after_seconds",
+            "The stuck threshold in force (stuck_after_seconds), in seconds.",
         )
-        capacity = GaugeMetricFamily("sidecar_sessions_capacity", "max_sessions in force.")
+        capacity = GaugeMetricFamily(
+            "sidecar_sessions_capacity",
+            "The max_sessions setting in force: sessions that may be held.",
+        )
         utilization = GaugeMetricFamily(
             "sidecar_sessions_utilization_ratio",
-            "Sessions held divided by capacity (0 to 1; above 1 just after capacity was lowered).",
+            "Sessions held divided by max_sessions. Above 1 after max_sessions was lowered below "
+            "the sessions held, until enough of them expire, are deleted or are evicted.",
         )
         health = GaugeMetricFamily(
             "sidecar_health_state",
@@ -139,23 +150,30 @@ class SessionCollector(Collector):
         build = GaugeMetricFamily(
             "sidecar_build_info", "The sidecar's version; always 1.", labels=["version"]
         )
-        created = CounterMetricFamily("sidecar_sessions_created", "Sessions created.")
+        created = CounterMetricFamily(
+            "sidecar_sessions_created", "Sessions created since the sidecar started."
+        )
         removed = CounterMetricFamily(
-            "sidecar_sessions_removed", "Sessions removed, by reason.", labels=["reason"]
+            "sidecar_sessions_removed",
+            "Sessions removed since the sidecar started, by reason.",
+            labels=["reason"],
         )
         rejected = CounterMetricFamily(
             "sidecar_sessions_rejected",
-            "Creates refused under the reject capacity policy.",
+            "Creates refused since the sidecar started: max_sessions held, capacity_policy reject.",
             labels=["reason"],
         )
         transitions = CounterMetricFamily(
             "sidecar_session_transitions",
-            "Status changes, by the status left and the status entered.",
+            "Status changes since the sidecar started, by the status left and the status entered.",
             labels=["from_status", "to_status"],
         )
-        cleanup_runs = CounterMetricFamily("sidecar_cleanup_runs", "Periodic cleanup runs.")
+        cleanup_runs = CounterMetricFamily(
+            "sidecar_cleanup_runs", "Cleanup runs of the background worker, failed ones included."
+        )
         cleanup_errors = CounterMetricFamily(
-            "sidecar_cleanup_errors", "Periodic cleanup runs that failed."
+            "sidecar_cleanup_errors",
+            "Cleanup runs that raised an error (each also counts in sidecar_cleanup_runs_total).",
         )
 
         if snap is not None:
@@ -190,6 +208,19 @@ class SessionCollector(Collector):
         yield from (cleanup_runs, cleanup_errors)
 
 
+class WithoutCreated(Collector):
+    """Every family of `registry`, without its `_created` samples (see the module's docstring)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self._registry.collect():
+            created = metric.name + "_created"
+            metric.samples = [sample for sample in metric.samples if sample.name != created]
+            yield metric
+
+
 class SidecarMetrics:
     """The sidecar's metrics in a private registry, plus the hooks the HTTP layer calls."""
 
@@ -208,7 +239,8 @@ class SidecarMetrics:
             GCCollector(registry=self.registry)
         self.session_duration = Histogram(
             "sidecar_session_duration_seconds",
-            "Time from a session's creation to its completion or failure.",
+            "Seconds from a session's creation to the status change that finished it, by that "
+            "status (completed or failed); once per session.",
             ["outcome"],
             buckets=DURATION_BUCKETS,
             registry=self.registry,
@@ -217,18 +249,22 @@ class SidecarMetrics:
             self.session_duration.labels(outcome.value)
         self.http_duration = Histogram(
             "sidecar_http_request_duration_seconds",
-            "HTTP requests served, by method, URL rule and status code.",
+            "Seconds from a request reaching the app to its answer being ready (sending the body "
+            "not included), by method, URL rule and status code.",
             ["method", "route", "status"],
             buckets=HTTP_BUCKETS,
             registry=self.registry,
         )
         self._http_children: dict[tuple[str, str, int], Histogram] = {}
+        # What /metrics renders: the registry above, less its _created samples.
+        self._exposed = CollectorRegistry(auto_describe=False)
+        self._exposed.register(WithoutCreated(self.registry))
         manager.register_session_callback(EventType.STATUS_CHANGED, self._on_status_changed)
 
     def _on_status_changed(self, event: SessionEvent) -> None:
         session = event.session
-        # Only the first finish counts: recovering a completed session into failed is not
-        # a second generation.
+        # Only the first finish counts. The state machine never leaves a finished status
+        # (recovery included), so this is a guard, not a filter that ever drops an event.
         if session.status in FINISHED and event.previous_status not in FINISHED:
             seconds = (session.updated_at - session.created_at).total_seconds()
             self.session_duration.labels(session.status.value).observe(seconds)
@@ -252,7 +288,7 @@ class SidecarMetrics:
     ) -> tuple[bytes, dict[str, str]]:
         """The exposition body for this Accept header (OpenMetrics or text), gzipped if asked."""
         encoder, content_type = choose_encoder(well_formed_accept(accept))
-        body = encoder(self.registry)
+        body = encoder(self._exposed)
         headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
         if gzip_accepted(accept_encoding or ""):
             body = gzip.compress(body, compresslevel=1)

@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from sidecar.core.clock import ManualClock
-from sidecar.core.manager import RECOVERED_MESSAGE, SessionManager
+from sidecar.core.manager import SessionManager
 from sidecar.core.models import GenerationRequest, GenerationStatus
 from sidecar.web.app import get_sidecar
 from sidecar.web.views import _declared_length
@@ -343,19 +343,6 @@ def test_patch_with_nothing_returns_the_session_unchanged(
     assert response.get_json()["updated_at"] == "2026-01-01T00:00:00Z"
 
 
-@pytest.mark.parametrize("status", ["pending", "processing", "completed"])
-def test_recover_forces_failed_with_the_seed_message(
-    client: FlaskClient, manager: SessionManager, make_session: MakeSession, status: str
-) -> None:
-    session = make_session(manager, status)
-
-    response = client.post(f"/api/v1/sessions/{session.session_id}/recover")
-
-    assert response.status_code == 200
-    assert response.get_json()["status"] == "failed"
-    assert response.get_json()["error_message"] == RECOVERED_MESSAGE
-
-
 def test_bulk_status_reports_updated_missing_and_conflicts(
     client: FlaskClient, manager: SessionManager, make_session: MakeSession
 ) -> None:
@@ -412,10 +399,11 @@ def test_list_returns_summaries_in_creation_order(client: FlaskClient, clock: Ma
         "last_accessed": "2026-01-01T00:00:00Z",
         "updated_at": "2026-01-01T00:00:00Z",
         "age_hours": 1.0,
-        "num_scenes": 0,
+        "scenes_stored": 0,
+        "scenes_requested": 3,
         "progress": None,
     }
-    assert body["items"][1]["num_scenes"] == 1
+    assert body["items"][1]["scenes_stored"] == 1
     assert body["items"][1]["age_hours"] == 0.5
 
 

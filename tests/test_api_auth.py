@@ -167,7 +167,7 @@ def _spellings(path: str) -> list[str]:
 def _guarded_operations() -> list[tuple[str, str, Scope]]:
     from sidecar.web.routes import OPERATIONS
 
-    concrete = {"<session_id>": "3f1c2c0e-5d7a-4b51-9a33-0f8e5b7c9d10", "<int:n>": "1"}
+    concrete = {"<session_id>": "3f1c2c0e-5d7a-4b51-9a33-0f8e5b7c9d10", "<scene:n>": "1"}
     found = []
     for op in OPERATIONS:
         scope = scope_of(op.rule)

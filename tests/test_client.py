@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from conftest import C, F, P, R, SidecarProcess, SidecarSpawner
+from conftest import C, F, P, R, SidecarProcess, SidecarSpawner, poll
 
 from sidecar.client import (
     NO_RETRY,
@@ -31,7 +31,14 @@ from sidecar.core.errors import (
     SessionNotFoundError,
     SessionValidationError,
 )
-from sidecar.core.models import GenerationRequest, GenerationStatus, ProgressUpdate, ScenePrompt
+from sidecar.core.models import (
+    GenerationRequest,
+    GenerationSession,
+    GenerationStatus,
+    ProgressUpdate,
+    ScenePrompt,
+)
+from sidecar.core.rules import RECOVERED_MESSAGE
 from sidecar.web.routes import OPERATIONS
 from sidecar.web.schemas import SessionPatch
 
@@ -82,11 +89,9 @@ def test_a_session_through_its_whole_life(client: SidecarClient) -> None:
     )
     assert patched.status is C
     assert patched.progress is not None
-    recovered = client.recover_session(sid)
-    assert (recovered.status, recovered.error_message) == (
-        F,
-        "Session recovered from corrupted state",
-    )
+    with pytest.raises(RemoteInvalidTransitionError) as refused:  # finished: nothing to recover
+        client.recover_session(sid)
+    assert (refused.value.current, refused.value.requested) == ("completed", "recover")
     client.delete_session(sid)
     with pytest.raises(RemoteSessionNotFoundError):
         client.get_session(sid)
@@ -135,7 +140,8 @@ def test_the_async_client_covers_the_same_routes(server: SidecarProcess) -> None
             assert (await c.put_scene(sid, ScenePrompt(scene_number=1, prompt="p")))[1]
             await c.put_scenes(sid, [ScenePrompt(scene_number=2, prompt="q")])
             assert (await c.patch_session(sid, {"status": "completed"})).status is C
-            assert (await c.recover_session(sid)).status is F
+            with pytest.raises(RemoteInvalidTransitionError):
+                await c.recover_session(sid)
             second = (await c.create_session(REQUEST)).session_id
             assert (await c.list_sessions(limit=1)).next_cursor is not None
             assert [s.session_id async for s in c.iter_sessions(page_size=1)] == [sid, second]
@@ -264,3 +270,19 @@ def test_a_success_answer_of_another_shape_is_an_unexpected_answer(client: Sidec
     with pytest.raises(UnexpectedAnswerError) as caught:
         client.send(Call("GET", "/livez", wrong.read))
     assert (caught.value.status, caught.value.url) == (200, "/livez")
+
+
+def test_recover_fails_a_session_idle_past_the_stuck_threshold(sidecars: SidecarSpawner) -> None:
+    server = sidecars(stuck_after_seconds=1)
+    with SidecarClient(server.url) as client:
+        sid = client.create_session(REQUEST).session_id
+        client.put_status(sid, R)
+
+        def recover() -> GenerationSession | None:
+            try:
+                return client.recover_session(sid)
+            except RemoteInvalidTransitionError:
+                return None  # updated less than a second ago
+
+        recovered = poll(recover, timeout=15, what="a recoverable session")
+    assert (recovered.status, recovered.error_message) == (F, RECOVERED_MESSAGE)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import C, F, P, R, SidecarProcess, SidecarSpawner, started
+from conftest import C, F, P, R, SidecarProcess, SidecarSpawner, poll, started
 
 from sidecar.client import (
     NO_RETRY,
@@ -30,7 +30,8 @@ MISSING = "no-such-session"
 
 @pytest.fixture(scope="module")
 def server(spawn_sidecar: SidecarSpawner) -> SidecarProcess:
-    return spawn_sidecar(max_sessions=50)
+    # the shortest stuck threshold, so a session can be recovered within a test
+    return spawn_sidecar(max_sessions=50, stuck_after_seconds=1)
 
 
 @pytest.fixture
@@ -66,7 +67,9 @@ def test_changes_return_true_and_land(remote: RemoteSessionManager) -> None:
     assert (session.status, [s.scene_number for s in session.scenes]) == (C, [1])
     assert session.progress is not None
     assert session.progress.description == "half"
-    assert remote.recover_corrupted_session(sid) is True
+    with pytest.raises(InvalidTransitionError) as refused:  # finished: nothing to recover
+        remote.recover_corrupted_session(sid)
+    assert refused.value.requested == "recover"
     assert remote.remove_session(sid) is True
     assert remote.get_session_count() == 0
 
@@ -103,7 +106,9 @@ def test_cleanup_reconfigure_and_figures(remote: RemoteSessionManager) -> None:
     with pytest.raises(SessionValidationError):  # hours: 90,000 h is past the 10-year bound
         remote.cleanup_expired_sessions(90_000)
     config = remote.reconfigure(max_sessions=20, cleanup_interval=600)
-    assert config == ManagerConfig(max_sessions=20, cleanup_interval_seconds=600.0)
+    assert config == ManagerConfig(
+        max_sessions=20, cleanup_interval_seconds=600.0, stuck_after_seconds=1
+    )
     remote.create_session(REQUEST)
     assert remote.get_performance_stats()["utilization_percent"] == 5.0
     assert remote.get_health_status()["overall_health"] == "healthy"
@@ -137,6 +142,14 @@ def test_shutdown_closes_the_client_and_leaves_the_sidecar_running(server: Sidec
 # ---------------------------------------------------------------------- the seed's script
 
 
+def recovered(manager: Any, session_id: str) -> bool | None:
+    """True once `session_id` was recovered; None while it is not idle long enough."""
+    try:
+        return bool(manager.recover_corrupted_session(session_id))
+    except InvalidTransitionError:
+        return None
+
+
 def seed_script(manager: Any, new_id: Callable[[Any], str]) -> dict[str, Any]:
     """A generation service's use of the seed's manager: create, progress, scenes, complete.
 
@@ -158,7 +171,8 @@ def seed_script(manager: Any, new_id: Callable[[Any], str]) -> dict[str, Any]:
     )
     assert manager.update_session_status(first, "completed")
     assert manager.update_session_status(second, "failed", "the model timed out")
-    assert manager.recover_corrupted_session(third)
+    # third never moves: once idle past the stuck threshold (1 s) it can be recovered
+    assert poll(lambda: recovered(manager, third), timeout=15, what="a recoverable session")
     ids = {first: "first", second: "second", third: "third"}
 
     def plain(session: GenerationSession | None) -> dict[str, Any]:
@@ -172,7 +186,7 @@ def seed_script(manager: Any, new_id: Callable[[Any], str]) -> dict[str, Any]:
         }
 
     def summary(info: dict[str, Any]) -> dict[str, Any]:
-        kept = ("status", "num_scenes", "progress")
+        kept = ("status", "scenes_stored", "scenes_requested", "progress")
         return {"id": ids[info["session_id"]], **{k: info[k] for k in kept}}
 
     results = {
@@ -193,7 +207,7 @@ def seed_script(manager: Any, new_id: Callable[[Any], str]) -> dict[str, Any]:
 def test_the_seed_script_gives_the_same_results_in_process_and_remote(
     remote: RemoteSessionManager,
 ) -> None:
-    with SessionManager(ManagerConfig(max_sessions=50)) as local:
+    with SessionManager(ManagerConfig(max_sessions=50, stuck_after_seconds=1)) as local:
         started(local)  # the served manager runs its cleanup worker too
         expected = seed_script(local, lambda session: session.session_id)
     got = seed_script(remote, lambda session_id: session_id)

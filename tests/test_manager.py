@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import C, F, P, R, poll, started
+from conftest import HOUR, MICRO, C, F, P, R, poll, started
 
 import sidecar
 import sidecar.core.manager
@@ -216,11 +216,12 @@ def test_get_all_sessions_info_has_the_seed_fields(
         "last_accessed": "2026-01-01T00:00:00Z",
         "updated_at": "2026-01-01T00:00:00Z",
         "age_hours": 3.0,
-        "num_scenes": 0,
+        "scenes_stored": 0,
+        "scenes_requested": 3,
         "progress": None,
     }
     assert info[1]["age_hours"] == 0.0
-    assert info[1]["num_scenes"] == 1
+    assert info[1]["scenes_stored"] == 1
     assert info[1]["progress"] == {
         "current_step": 1,
         "total_steps": 2,
@@ -313,7 +314,7 @@ def test_the_allowed_transitions_are_exactly_the_four_edges() -> None:
     assert sorted((a.value, b.value) for a, dsts in ALLOWED_TRANSITIONS.items() for b in dsts) == (
         sorted((a.value, b.value) for a, b in VALID_PAIRS)
     )
-    assert set(KNOWN_TRANSITIONS) == {*VALID_PAIRS, (C, F)}
+    assert set(KNOWN_TRANSITIONS) == set(VALID_PAIRS)
 
 
 @pytest.mark.parametrize(("source", "target"), VALID_PAIRS)
@@ -579,28 +580,36 @@ def test_remove_session_removes_once(manager: SessionManager, make_session: Make
 # ----------------------------------------------------------------------- recovery
 
 
-@pytest.mark.parametrize("status", list(GenerationStatus))
-def test_recover_moves_any_session_to_failed_with_the_seed_message(
+@pytest.mark.parametrize("status", [P, R])
+def test_recover_moves_a_session_idle_past_the_stuck_threshold_to_failed(
     manager: SessionManager, clock: ManualClock, make_session: MakeSession, status: GenerationStatus
 ) -> None:
     session = make_session(manager, status)
-    clock.advance(11)
+    clock.advance(manager.config.stuck_after_seconds + MICRO)
     recovered = manager.recover_corrupted_session(session.session_id)
     assert recovered.status is F
     assert recovered.error_message == "Session recovered from corrupted state" == RECOVERED_MESSAGE
     assert recovered.updated_at == clock.now()
     assert manager.peek_session(session.session_id) == recovered
-    transitions = manager.snapshot().transitions_total
-    if status is not F:
-        assert transitions[(status, F)] == 1
+    assert manager.snapshot().transitions_total[(status, F)] == 1
 
 
-def test_recover_counts_completed_to_failed_which_only_recovery_takes(
-    manager: SessionManager, make_session: MakeSession
+@pytest.mark.parametrize(
+    ("status", "idle"), [(P, 0.0), (R, 0.0), (R, 1800.0), (C, HOUR), (F, HOUR)]
+)
+def test_recover_refuses_a_session_whose_work_has_not_stopped_or_is_finished(
+    manager: SessionManager,
+    clock: ManualClock,
+    make_session: MakeSession,
+    status: GenerationStatus,
+    idle: float,
 ) -> None:
-    session = make_session(manager, C)
-    manager.recover_corrupted_session(session.session_id)
-    assert manager.snapshot().transitions_total[(C, F)] == 1
+    session = make_session(manager, status)
+    clock.advance(idle)  # the threshold is 1800 s: exactly at it is not stuck yet
+    with pytest.raises(InvalidTransitionError) as refused:
+        manager.recover_corrupted_session(session.session_id)
+    assert (refused.value.current, refused.value.requested) == (status, "recover")
+    assert manager.peek_session(session.session_id) == session
 
 
 # ----------------------------------------------------------------------- atomic updates
@@ -717,10 +726,10 @@ def test_atomic_update_refuses_work_on_a_finished_session(
         manager.atomic_session_update(
             session.session_id, {"progress": {"current_step": 1, "total_steps": 2}}
         )
-    # a finished session may still have its message corrected
-    changed = manager.atomic_session_update(session.session_id, {"error_message": "root cause"})
-    assert changed.error_message == "root cause"
-    assert changed.status is F
+    # nor its message: a finished session never changes
+    with pytest.raises(InvalidTransitionError):
+        manager.atomic_session_update(session.session_id, {"error_message": "root cause"})
+    assert manager.peek_session(session.session_id) == session
 
 
 # ----------------------------------------------------------------------- bulk updates
@@ -767,7 +776,9 @@ def test_callbacks_fire_for_every_kind_of_change(
     mgr.cleanup_expired_sessions()  # expires c
     d = make_session(mgr, F)
     mgr.cleanup_failed_sessions()  # purges d
-    mgr.recover_corrupted_session(mgr.create_session(GenerationRequest(story_text="e")).session_id)
+    e = mgr.create_session(GenerationRequest(story_text="e"))
+    clock.advance(mgr.config.stuck_after_seconds + 1)
+    mgr.recover_corrupted_session(e.session_id)
     E, Rm = EventType, RemovalReason
     assert recorder.kinds() == [
         (E.CREATED, None),

@@ -88,13 +88,14 @@ def test_performance_stats_of_an_empty_manager(manager: SessionManager) -> None:
 
 
 def test_counts_per_status_follow_every_change(
-    manager: SessionManager, make_session: MakeSession
+    manager: SessionManager, make_session: MakeSession, clock: ManualClock
 ) -> None:
     made = {status: make_session(manager, status) for status in (P, R, C, F)}
     make_session(manager, R)
     assert manager.snapshot().by_status == {P: 1, R: 2, C: 1, F: 1}
     manager.update_session_status(made[P].session_id, R)
     manager.remove_session(made[C].session_id)
+    clock.advance(manager.config.stuck_after_seconds + 1)
     manager.recover_corrupted_session(made[R].session_id)
     assert manager.snapshot().by_status == {P: 0, R: 2, C: 0, F: 2}
     stats = manager.get_performance_stats()

@@ -212,8 +212,13 @@ class ManagerMachine(RuleBasedStateMachine):
         if e is None:
             with pytest.raises(SessionNotFoundError):
                 call()
-        elif new_status is e.status:
+        elif new_status is e.status and message in (None, e.error):
             assert call() == self.store.get(sid)
+        elif new_status is e.status and e.status in FINISHED:
+            self.expect_unchanged(sid, (InvalidTransitionError,), call)
+        elif new_status is e.status:
+            assert call().error_message == message
+            self.touch(sid).error = message
         elif (e.status, new_status) in ALLOWED:
             assert call().status is new_status
             self.counts.transitions[(e.status, new_status)] += 1
@@ -321,7 +326,7 @@ class ManagerMachine(RuleBasedStateMachine):
             refusals.append(InvalidTransitionError)
         if error is not None and len(error) > 2000:
             refusals.append(SessionValidationError)
-        if progress is not None and e.status in FINISHED:
+        if (progress is not None or error is not None) and e.status in FINISHED:
             refusals.append(InvalidTransitionError)
         if progress is not None and progress[0] > progress[1]:
             refusals.append(SessionValidationError)
@@ -369,9 +374,12 @@ class ManagerMachine(RuleBasedStateMachine):
             with pytest.raises(SessionNotFoundError):
                 self.manager.recover_corrupted_session(sid)
             return
+        if e.status in FINISHED or self.now() - e.updated <= STUCK_US:
+            call = lambda: self.manager.recover_corrupted_session(sid)  # noqa: E731
+            self.expect_unchanged(sid, (InvalidTransitionError,), call)
+            return
         assert self.manager.recover_corrupted_session(sid).status is F
-        if e.status is not F:
-            self.counts.transitions[(e.status, F)] += 1
+        self.counts.transitions[(e.status, F)] += 1
         self.touch(sid).status = F
         e.error = RECOVERED
 

@@ -309,7 +309,8 @@ def test_session_summary_has_the_seed_fields_in_json_types() -> None:
         "last_accessed": "2026-03-01T12:00:00Z",
         "updated_at": "2026-03-01T12:00:00Z",
         "age_hours": 1.5,
-        "num_scenes": 1,
+        "scenes_stored": 1,
+        "scenes_requested": 4,
         "progress": {
             "current_step": 1,
             "total_steps": 4,

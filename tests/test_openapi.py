@@ -57,7 +57,7 @@ def test_document_covers_every_route_of_the_issue() -> None:
 def test_document_matches_the_apps_url_map(app: Flask) -> None:
     served = set()
     for rule in app.url_map.iter_rules():
-        path = rule.rule.replace("<int:n>", "{n}").replace("<session_id>", "{session_id}")
+        path = rule.rule.replace("<scene:n>", "{n}").replace("<session_id>", "{session_id}")
         served |= {(m.lower(), path) for m in rule.methods or () if m not in ("HEAD", "OPTIONS")}
 
     assert served == ROUTES

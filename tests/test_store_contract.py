@@ -126,21 +126,64 @@ def test_a_transition_from_a_status_not_allowed_raises_and_changes_nothing(
         store.update("nope", 0, to(R))
 
 
-@pytest.mark.parametrize("what", ["progress", "scenes"])
-def test_work_is_refused_once_finished_but_a_message_is_not(
+WORK_VALUES = {
+    "progress": ProgressUpdate(current_step=1, total_steps=2),
+    "scenes": (ScenePrompt(scene_number=1, prompt="A fox."),),
+    "error_message": "root cause",
+}
+
+
+@pytest.mark.parametrize("what", list(WORK_VALUES))
+def test_a_finished_session_refuses_work_and_messages(
     store: SessionStore, clock: ManualClock, request_data: GenerationRequest, what: str
 ) -> None:
     sid = create(store, clock, request_data).session_id
     move(store, clock, sid, F)
     before = store.get(sid)
-    value = None if what == "progress" else ()
-    work = Change(work_statuses=WORK_STATUSES, error_message="x", **{what: value})  # type: ignore[arg-type]
+    work = Change(work_statuses=WORK_STATUSES, **{what: WORK_VALUES[what]})  # type: ignore[arg-type]
     with pytest.raises(InvalidTransitionError) as caught:
         store.update(sid, to_micros(clock.now()), work)
     assert (caught.value.current, caught.value.requested) == ("failed", what)
     assert store.get(sid) == before
-    _, new = store.update(sid, to_micros(clock.now()), Change(error_message="root cause"))
-    assert (new.status, new.error_message) == (F, "root cause")
+
+
+def test_a_refusal_names_the_first_work_field_that_would_change(
+    store: SessionStore, clock: ManualClock, request_data: GenerationRequest
+) -> None:
+    sid = create(store, clock, request_data).session_id
+    move(store, clock, sid, R, C)
+    change = Change(work_statuses=WORK_STATUSES, **WORK_VALUES)  # type: ignore[arg-type]
+    with pytest.raises(InvalidTransitionError) as caught:
+        store.update(sid, to_micros(clock.now()), change)
+    assert caught.value.requested == "progress"
+    message_only = Change(work_statuses=WORK_STATUSES, error_message="root cause")
+    with pytest.raises(InvalidTransitionError) as caught:
+        store.update(sid, to_micros(clock.now()), message_only)
+    assert caught.value.requested == "error_message"
+
+
+def test_a_message_with_a_transition_is_judged_by_the_status_left(
+    store: SessionStore, clock: ManualClock, request_data: GenerationRequest
+) -> None:
+    sid = create(store, clock, request_data).session_id
+    move(store, clock, sid, R)
+    previous, new = store.update(sid, 1, to(F, error_message="model timed out"))
+    assert (previous, new.status, new.error_message) == (R, F, "model timed out")
+
+
+def test_a_message_equal_to_the_stored_one_is_no_change(
+    store: SessionStore, clock: ManualClock, request_data: GenerationRequest
+) -> None:
+    sid = create(store, clock, request_data).session_id
+    move(store, clock, sid, F)
+    clock.advance(1)
+    failed = store.get(sid)
+    # a retry of the message already stored changes nothing and is not refused
+    same = to(F, error_message=None)
+    assert store.update(sid, to_micros(clock.now()), same) == (F, failed)
+    assert store.get(sid) == failed
+    with pytest.raises(InvalidTransitionError):  # other fields are always a change
+        store.update(sid, to_micros(clock.now()), to(F, scenes=()))
 
 
 def test_the_same_status_is_no_transition(
@@ -150,11 +193,12 @@ def test_the_same_status_is_no_transition(
     move(store, clock, sid, R)
     before = store.get(sid)
     clock.advance(1)
-    nothing = to(R, error_message="x", same_status_changes_nothing=True)
-    assert store.update(sid, to_micros(clock.now()), nothing) == (R, before)
+    assert store.update(sid, to_micros(clock.now()), to(R)) == (R, before)
     assert store.get(sid) == before
     previous, new = store.update(sid, to_micros(clock.now()), to(R, error_message="x"))
     assert (previous, new.status, new.error_message, new.updated_at) == (R, R, "x", clock.now())
+    clock.advance(1)
+    assert store.update(sid, to_micros(clock.now()), to(R, error_message="x")) == (R, new)
 
 
 def test_a_change_of_nothing_changes_nothing(
@@ -165,14 +209,27 @@ def test_a_change_of_nothing_changes_nothing(
     assert store.update(session.session_id, to_micros(clock.now()), Change()) == (P, session)
 
 
-def test_recovery_forces_failed_from_any_status(
+def test_updated_before_applies_only_to_a_session_idle_since(
     store: SessionStore, clock: ManualClock, request_data: GenerationRequest
 ) -> None:
     sid = create(store, clock, request_data).session_id
-    move(store, clock, sid, R, C)
-    change = Change(status=F, force=True, error_message="recovered")
-    previous, new = store.update(sid, 1, change)
-    assert (previous, new.status, new.error_message) == (C, F, "recovered")
+    move(store, clock, sid, R)
+    updated = to_micros(clock.now())
+    recover = Change(
+        status=F, leave_from=(P, R), work_statuses=(P, R), error_message="recovered",
+        updated_before_us=updated,
+    )  # fmt: skip
+    before = store.get(sid)
+    with pytest.raises(InvalidTransitionError) as caught:
+        store.update(sid, updated + 10, recover)  # updated exactly at the bound: not idle
+    assert (caught.value.current, caught.value.requested) == ("processing", "failed")
+    assert store.get(sid) == before
+    later = Change(
+        status=F, leave_from=(P, R), work_statuses=(P, R), error_message="recovered",
+        updated_before_us=updated + 1,
+    )  # fmt: skip
+    previous, new = store.update(sid, updated + 10, later)
+    assert (previous, new.status, new.error_message) == (R, F, "recovered")
 
 
 def test_stale_scenes_are_refused(
@@ -355,7 +412,9 @@ def test_figures_equal_a_brute_force_recount(
         move(store, clock, sid, *[(), (R,), (R, C), (F,)][i % 4])
         clock.advance(minutes=37 * i)
         if i % 3 == 0:
-            store.update(sid, to_micros(clock.now()), Change(error_message="touched"))
+            # every status allowed here: the point is a later last update in each status
+            touch = Change(work_statuses=tuple(GenerationStatus), error_message=f"touched {i}")
+            store.update(sid, to_micros(clock.now()), touch)
     sessions = all_sessions(store)
     now = to_micros(clock.now())
     cutoffs = [now - 3600 * 10**6, now - 6 * 3600 * 10**6, now]

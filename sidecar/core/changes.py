@@ -24,9 +24,11 @@ from sidecar.core.errors import (
 from sidecar.core.events import EventType, SessionEvent
 from sidecar.core.models import GenerationSession, GenerationStatus, ScenePrompt
 from sidecar.core.rules import (
+    RECOVER,
+    RECOVERABLE_STATUSES,
     RECOVERED_MESSAGE,
-    SAME_STATUS_CHANGES_NOTHING,
     WORK_STATUSES,
+    recovery_cutoff,
     sources_of,
 )
 from sidecar.core.state import ManagerState
@@ -88,7 +90,7 @@ class Changes(ManagerState):
         self._dispatch(events)
         return new
 
-    def _apply(self, session_id: str, checked: Mapping[str, Any], same: bool) -> GenerationSession:
+    def _apply(self, session_id: str, checked: Mapping[str, Any]) -> GenerationSession:
         """Apply updates that passed check_updates, if the session's state allows all of them."""
         fields: dict[str, Any] = {}
         status = checked.get("status")
@@ -111,7 +113,6 @@ class Changes(ManagerState):
             status=status,
             leave_from=() if status is None else sources_of(status),
             work_statuses=WORK_STATUSES,
-            same_status_changes_nothing=same,
             **fields,
         )
         return self._update(session_id, change)
@@ -120,7 +121,7 @@ class Changes(ManagerState):
         self, session_id: str, updates: Mapping[str, Any]
     ) -> GenerationSession:
         """Apply several of status, error_message, progress, scenes together: all or none."""
-        return self._apply(session_id, check_updates(updates), same=False)
+        return self._apply(session_id, check_updates(updates))
 
     def update_session_status(
         self,
@@ -128,11 +129,12 @@ class Changes(ManagerState):
         status: GenerationStatus | str,
         error_message: str | None = None,
     ) -> GenerationSession:
-        """Move a session along the state machine; the same status again changes nothing."""
+        """Move a session along the state machine. The status already in force is no transition:
+        only a new message is applied, and a finished session refuses one (409)."""
         updates: dict[str, Any] = {"status": status}
         if error_message is not None:
             updates["error_message"] = error_message
-        return self._apply(session_id, check_updates(updates), same=SAME_STATUS_CHANGES_NOTHING)
+        return self._apply(session_id, check_updates(updates))
 
     def update_session_progress(
         self, session_id: str, current_step: int, total_steps: int, description: str = ""
@@ -190,7 +192,7 @@ class Changes(ManagerState):
         result = BulkUpdateResult([], [], [])
         for session_id in dict.fromkeys(session_ids):
             try:
-                self._apply(session_id, checked, same=False)
+                self._apply(session_id, checked)
             except SessionNotFoundError:
                 result.missing.append(session_id)
             except SessionManagerError:
@@ -200,13 +202,25 @@ class Changes(ManagerState):
         return result
 
     def recover_corrupted_session(self, session_id: str) -> GenerationSession:
-        """Force a session into failed with the seed's message, whatever its status."""
-        change = Change(status=_S.FAILED, force=True, error_message=RECOVERED_MESSAGE)
-        previous, new = self._store.update(session_id, to_micros(self._now()), change)
+        """Force a pending or processing session not updated for longer than the stuck
+        threshold into failed with the seed's message; any other session: 409 (RECOVER_RULE)."""
+        now_us = to_micros(self._now())
+        change = Change(
+            status=_S.FAILED,
+            leave_from=RECOVERABLE_STATUSES,
+            work_statuses=RECOVERABLE_STATUSES,
+            updated_before_us=recovery_cutoff(now_us, self._config.stuck_after_seconds),
+            error_message=RECOVERED_MESSAGE,
+        )
+        try:
+            previous, new = self._store.update(session_id, now_us, change)
+        except InvalidTransitionError as refused:
+            raise InvalidTransitionError(session_id, refused.current, RECOVER) from None
+        if previous not in RECOVERABLE_STATUSES:  # failed already, with this message: no change
+            raise InvalidTransitionError(session_id, previous, RECOVER)
         events: list[SessionEvent] = []
-        if previous is not _S.FAILED:
-            self._counters.count_transition((previous, _S.FAILED))
-            self._emit(events, EventType.STATUS_CHANGED, new, previous_status=previous)
+        self._counters.count_transition((previous, _S.FAILED))
+        self._emit(events, EventType.STATUS_CHANGED, new, previous_status=previous)
         self._dispatch(events)
         logger.info("recovered session %s (was %s)", session_id, previous.value)
         return new

@@ -34,12 +34,14 @@ __all__ = [
     "FINISHED",
     "MAX_ERROR_MESSAGE",
     "MAX_SCENES",
+    "MAX_STEPS",
     "ErrorMessage",
     "evolve",
 ]
 
 _EDGE = ConfigDict(extra="forbid", str_max_length=100_000)
 MAX_SCENES = 100  # scene numbers run from 1 to num_scenes, at most this
+MAX_STEPS = 1_000_000  # total_steps (and so current_step) at most this
 MAX_ERROR_MESSAGE = 2000  # characters
 ErrorMessage = Annotated[str, Field(max_length=MAX_ERROR_MESSAGE)]
 
@@ -89,8 +91,8 @@ class GenerationRequest:
 class ProgressUpdate:
     """How far the generation has got."""
 
-    current_step: Annotated[int, Strict(), Field(ge=0)]
-    total_steps: Annotated[int, Strict(), Field(ge=1)]
+    current_step: Annotated[int, Strict(), Field(ge=0, le=MAX_STEPS)]
+    total_steps: Annotated[int, Strict(), Field(ge=1, le=MAX_STEPS)]
     description: Annotated[str, Field(max_length=500)] = ""
 
     @model_validator(mode="after")
@@ -152,7 +154,11 @@ class GenerationSession:
         return (now - self.created_at).total_seconds()
 
     def summary(self, now: datetime) -> dict[str, Any]:
-        """The seed's per-session summary (get_all_sessions_info), in JSON types."""
+        """The per-session summary (list pages, get_all_sessions_info), in JSON types.
+
+        The seed's `num_scenes` counted the scenes stored, while a request's `num_scenes` is
+        the number asked for: the summary names both counts instead.
+        """
         return {
             "session_id": self.session_id,
             "status": self.status.value,
@@ -160,7 +166,8 @@ class GenerationSession:
             "last_accessed": _rfc3339(self.last_accessed),
             "updated_at": _rfc3339(self.updated_at),
             "age_hours": round(self.age_seconds(now) / 3600, 4),
-            "num_scenes": len(self.scenes),
+            "scenes_stored": len(self.scenes),
+            "scenes_requested": self.request_data.num_scenes,
             "progress": None if self.progress is None else _progress_dict(self.progress),
         }
 

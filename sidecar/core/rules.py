@@ -19,15 +19,19 @@ __all__ = [
     "EVICTION_ORDER",
     "FINISHED",
     "KNOWN_TRANSITIONS",
+    "RECOVER",
+    "RECOVERABLE_STATUSES",
     "RECOVERED_MESSAGE",
-    "SAME_STATUS_CHANGES_NOTHING",
+    "RECOVER_RULE",
     "STUCK_STATUS",
     "UPDATABLE_FIELDS",
+    "WORK_FIELDS",
     "WORK_STATUSES",
     "ExpiryRule",
     "age_cutoffs",
     "expiry_rules",
     "micros",
+    "recovery_cutoff",
     "sources_of",
 ]
 
@@ -39,19 +43,18 @@ ALLOWED_TRANSITIONS: Mapping[GenerationStatus, frozenset[GenerationStatus]] = {
     _S.COMPLETED: frozenset(),
     _S.FAILED: frozenset(),
 }
-# The state machine's edges plus completed -> failed, which only recovery takes.
-KNOWN_TRANSITIONS: tuple[tuple[GenerationStatus, GenerationStatus], ...] = (
-    *((src, dst) for src, dsts in ALLOWED_TRANSITIONS.items() for dst in sorted(dsts)),
-    (_S.COMPLETED, _S.FAILED),
+# Recovery takes only these edges too (pending or processing to failed).
+KNOWN_TRANSITIONS: tuple[tuple[GenerationStatus, GenerationStatus], ...] = tuple(
+    (src, dst) for src, dsts in ALLOWED_TRANSITIONS.items() for dst in sorted(dsts)
 )
 RECOVERED_MESSAGE = "Session recovered from corrupted state"
 UPDATABLE_FIELDS = frozenset({"status", "error_message", "progress", "scenes"})
-# Progress and scenes may change only while the work goes on. An error message may change in
-# any status (a finished session may have its message corrected).
+# Progress, scenes and the error message may change only while the work goes on; a finished
+# session refuses each of them (409), reported in this order. A message that comes with a
+# status change is judged by the status the session leaves, so processing -> failed with a
+# message is allowed.
 WORK_STATUSES: tuple[GenerationStatus, ...] = tuple(s for s in _S if s not in FINISHED)
-# update_session_status to the status already in force changes nothing at all (not even the
-# message); atomic_session_update applies its other fields.
-SAME_STATUS_CHANGES_NOTHING = True
+WORK_FIELDS: tuple[str, ...] = ("progress", "scenes", "error_message")
 # At capacity under evict_oldest: the oldest session of the first group that holds one goes.
 # Finished work first, then work not yet started, work in progress last.
 EVICTION_ORDER: tuple[tuple[GenerationStatus, ...], ...] = (
@@ -100,3 +103,19 @@ def age_cutoffs(now_us: int) -> tuple[int, ...]:
     """For each age bucket after the first, the creation time a session of at least its lower
     bound was created before (strictly); see figures.by_age."""
     return tuple(now_us - micros(low) + 1 for _, low, _ in AGE_BUCKETS[1:])
+
+
+# Recovery forces a session whose work stopped into failed: only a pending or processing
+# session whose last update is strictly older than stuck_after_seconds (the stuck gauge's
+# boundary). The store checks both atomically with the change.
+RECOVER = "recover"  # what an InvalidTransitionError names as requested
+RECOVERABLE_STATUSES: tuple[GenerationStatus, ...] = WORK_STATUSES
+RECOVER_RULE = (
+    "only a pending or processing session not updated for longer than stuck_after_seconds "
+    "can be recovered"
+)
+
+
+def recovery_cutoff(now_us: int, stuck_after_seconds: float) -> int:
+    """A session may be recovered at `now_us` only if last updated strictly before this."""
+    return now_us - micros(stuck_after_seconds)

@@ -50,27 +50,24 @@ class StaleScenesError(Exception):
 class Change:
     """One update of a session, with the rules that decide whether it may happen.
 
-    `status` may be entered only from `leave_from` (from any status when `force`); progress and
-    scenes may change only while the status is in `work_statuses`. `status` equal to the one in
-    force is no transition; with `same_status_changes_nothing` nothing else changes either.
-    With `expect_scenes` the write happens only if the stored scenes are still those
-    (compare-and-set for a read-modify-write of the scenes; else StaleScenesError). Fields left
-    at KEEP are not touched. All or nothing.
+    `status` may be entered only from `leave_from`; `status` equal to the one in force is no
+    transition. A message equal to the stored one is no change (a retry sends it again);
+    progress, scenes and the error message may change only while the status is in
+    `work_statuses` (the refusal names the first of them that would change). With `updated_before_us` the change applies only to a session
+    last updated strictly before then (recovery). With `expect_scenes` the write happens only if
+    the stored scenes are still those (compare-and-set for a read-modify-write of the scenes;
+    else StaleScenesError). Fields left at KEEP are not touched. All or nothing; a change that
+    would change nothing returns the stored session untouched.
     """
 
     status: GenerationStatus | None = None
     leave_from: tuple[GenerationStatus, ...] = ()
     work_statuses: tuple[GenerationStatus, ...] = ()
-    force: bool = False
-    same_status_changes_nothing: bool = False
+    updated_before_us: int | None = None
     expect_scenes: tuple[ScenePrompt, ...] | None = None
     progress: object = KEEP
     scenes: object = KEEP
     error_message: object = KEEP
-
-    @property
-    def touches_work(self) -> bool:
-        return self.progress is not KEEP or self.scenes is not KEEP
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from sidecar.core.models import (
     GenerationStatus,
     evolve,
 )
-from sidecar.core.rules import ExpiryRule
+from sidecar.core.rules import WORK_FIELDS, ExpiryRule
 from sidecar.store.base import (
     BATCH,
     KEEP,
@@ -170,25 +170,27 @@ class InMemorySessionStore:
                 raise SessionNotFoundError(session_id)
             status = old.status
             to = change.status
-            if to is not None and to is not status:
-                if not change.force and status not in change.leave_from:
-                    raise InvalidTransitionError(session_id, status, to)
-            elif to is not None and change.same_status_changes_nothing:
+            if to is not None and to is not status and status not in change.leave_from:
+                raise InvalidTransitionError(session_id, status, to)
+            before = change.updated_before_us
+            if before is not None and to_micros(old.updated_at) >= before:
+                raise InvalidTransitionError(session_id, status, to or status)
+            changes: dict[str, Any] = {}
+            for name in WORK_FIELDS:
+                value = getattr(change, name)
+                # the message a retry sends again is no change (and no refusal)
+                if value is not KEEP and not (
+                    name == "error_message" and value == old.error_message
+                ):
+                    changes[name] = value
+            if (to is None or to is status) and not changes:
                 return status, old
-            if change.touches_work and status not in change.work_statuses:
-                what = "progress" if change.progress is not KEEP else "scenes"
-                raise InvalidTransitionError(session_id, status, what)
+            if changes and status not in change.work_statuses:
+                raise InvalidTransitionError(session_id, status, next(iter(changes)))
             if change.expect_scenes is not None and old.scenes != change.expect_scenes:
                 raise StaleScenesError(session_id)
-            changes: dict[str, Any] = {}
             if to is not None and to is not status:
                 changes["status"] = to
-            for name in ("progress", "scenes", "error_message"):
-                value = getattr(change, name)
-                if value is not KEEP:
-                    changes[name] = value
-            if not changes:
-                return status, old
             now = from_micros(now_us)
             new = evolve(old, **changes, updated_at=now, last_accessed=now)
             self._replace(old, new)

@@ -20,7 +20,13 @@ from sidecar.core.models import MAX_SCENES, GenerationStatus
 from sidecar.version import __version__
 from sidecar.web.auth import Scope, scope_of
 from sidecar.web.problems import PROBLEM_MEDIA_TYPE
-from sidecar.web.routes import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, OPERATIONS, Operation
+from sidecar.web.routes import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    OPERATIONS,
+    SCENE_CONVERTER,
+    Operation,
+)
 from sidecar.web.schemas import ProblemDetails
 
 __all__ = ["build_openapi", "openapi_json"]
@@ -68,7 +74,7 @@ def _path(rule: str) -> str:
 def _path_parameters(rule: str) -> list[dict[str, Any]]:
     params = []
     for converter, name in _PARAM.findall(rule):
-        if converter == "int":  # the only number in a path is a scene's
+        if converter == SCENE_CONVERTER:
             schema: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_SCENES}
         else:
             schema = {"type": "string", "minLength": 1}
@@ -139,6 +145,7 @@ def _operation(
     doc: dict[str, Any] = {
         "operationId": op.endpoint,
         "summary": op.summary,
+        **({"description": op.description} if op.description else {}),
         "tags": [op.tag],
         "security": _SECURITY[scope],
     }

@@ -24,8 +24,10 @@ from sidecar.core.errors import (
     SessionNotFoundError,
     SessionValidationError,
 )
+from sidecar.core.rules import RECOVER, RECOVER_RULE
 
 __all__ = [
+    "ECHO_LIMIT",
     "UNMATCHED_ROUTE",
     "PROBLEM_MEDIA_TYPE",
     "PROBLEM_TYPES",
@@ -33,6 +35,7 @@ __all__ = [
     "Problem",
     "from_pydantic",
     "register_error_handlers",
+    "short",
     "shutting_down",
     "validation_problem",
 ]
@@ -43,6 +46,12 @@ logger = logging.getLogger(__name__)
 UNMATCHED_ROUTE = "<unmatched>"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:sidecar:problem:"
+# A problem quotes at most this many characters of anything the client sent (a path, a method,
+# a field name, a session id), so a 60 KB path does not come back whole.
+ECHO_LIMIT = 64
+# pydantic's dataclasses (the core's models) word an unknown field differently from its models
+# (the API's bodies); the API speaks of it one way.
+_UNKNOWN_FIELD = {"type": "extra_forbidden", "msg": "Extra inputs are not permitted"}
 # Capacity frees up as generations finish and sessions expire; a few seconds is a fair wait.
 RETRY_AFTER_SECONDS = 5
 
@@ -104,8 +113,18 @@ class Problem(Exception):
         return Response(to_json(body), self.status, self.headers, mimetype=PROBLEM_MEDIA_TYPE)
 
 
+def short(text: str) -> str:
+    """`text` if it is short; else its first ECHO_LIMIT characters, marked as truncated."""
+    if len(text) <= ECHO_LIMIT:
+        return text
+    return f"{text[:ECHO_LIMIT]}... ({len(text)} characters, truncated)"
+
+
 def _issue(loc: Sequence[str | int], msg: str, kind: str) -> dict[str, Any]:
-    return {"loc": list(loc), "msg": msg, "type": kind}
+    if kind == "unexpected_keyword_argument":
+        kind, msg = _UNKNOWN_FIELD["type"], _UNKNOWN_FIELD["msg"]
+    where = [part if isinstance(part, int) else short(str(part)) for part in loc]
+    return {"loc": where, "msg": msg, "type": kind}
 
 
 def validation_problem(
@@ -148,8 +167,8 @@ def _http_error(exc: HTTPException) -> BaseResponse:
         body = {"type": "about:blank", "title": exc.name, "status": code, "detail": exc.name}
         return Response(to_json(body), code, mimetype=PROBLEM_MEDIA_TYPE)
     detail = {
-        404: f"nothing at {request.path}",
-        405: f"{request.method} is not allowed on {request.path}",
+        404: f"nothing at {short(request.path)}",
+        405: f"{short(request.method)} is not allowed on {short(request.path)}",
         415: "the request body must be JSON (Content-Type: application/json)",
     }.get(code, exc.description or exc.name)
     return Problem(slug, detail, headers=headers).to_response()
@@ -166,13 +185,18 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(SessionNotFoundError)
     def _not_found(exc: SessionNotFoundError) -> Response:
-        return Problem("session-not-found", f"no session {exc.session_id}").to_response()
+        return Problem("session-not-found", f"no session {short(exc.session_id)}").to_response()
 
     @app.errorhandler(InvalidTransitionError)
     def _transition(exc: InvalidTransitionError) -> Response:
+        why = (
+            RECOVER_RULE
+            if exc.requested == RECOVER
+            else f"{exc.requested} is not allowed from there"
+        )
         return Problem(
             "invalid-transition",
-            f"session is {exc.current}; {exc.requested} is not allowed from there",
+            f"session is {exc.current}; {why}",
             current_status=str(exc.current),
             requested=str(exc.requested),
         ).to_response()

@@ -11,6 +11,7 @@ from typing import Any
 
 from sidecar.core.config import ManagerConfig
 from sidecar.core.models import GenerationRequest, GenerationSession, ProgressUpdate, ScenePrompt
+from sidecar.core.rules import RECOVER_RULE, RECOVERED_MESSAGE
 from sidecar.web.auth import API_PREFIX
 from sidecar.web.schemas import (
     BulkStatusRequest,
@@ -28,12 +29,21 @@ from sidecar.web.schemas import (
     StatusChange,
 )
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "OPERATIONS", "SESSIONS", "Operation"]
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "OPERATIONS",
+    "SCENE_CONVERTER",
+    "SESSIONS",
+    "Operation",
+]
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 SESSIONS = API_PREFIX + "/sessions"
 SESSION = SESSIONS + "/<session_id>"
+# The converter of a scene number in a path: ASCII digits (sidecar.web.views.SceneNumber).
+SCENE_CONVERTER = "scene"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +63,14 @@ class Operation:
     headers: tuple[str, ...] = ()  # headers every success carries
     path_wins: tuple[str, ...] = ()  # body fields the path overrides (optional in the body)
     paged: bool = False  # takes ?status=, ?limit= and ?cursor=
+    description: str = ""  # what the summary leaves out: rules, refusals
 
 
 _BODY_ERRORS = (400, 413, 415, 422)
+_FINISHED = (
+    "A finished session (completed or failed) never changes: a new status, error_message, "
+    "progress or scenes answers 409 invalid-transition."
+)
 _SESSION_CHANGE = (404, *_BODY_ERRORS)
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -82,10 +97,16 @@ OPERATIONS: tuple[Operation, ...] = (
         "PATCH", SESSION, "patch_session", 200,
         "Change status, error_message, progress and scenes together, or nothing",
         SessionPatch, GenerationSession, (*_SESSION_CHANGE, 409),
+        description=f"{_FINISHED} scenes replaces the whole list.",
     ),
     Operation(
         "PUT", SESSION + "/status", "put_status", 200, "Move a session to another status",
         StatusChange, GenerationSession, (*_SESSION_CHANGE, 409),
+        description=(
+            f"{_FINISHED} The same status again changes nothing; with an error_message that "
+            "differs from the stored one, it sets the message while the session is pending or "
+            "processing and answers 409 once it is finished."
+        ),
     ),
     Operation(
         "PUT", SESSION + "/progress", "put_progress", 200,
@@ -93,7 +114,7 @@ OPERATIONS: tuple[Operation, ...] = (
         ProgressUpdate, GenerationSession, (*_SESSION_CHANGE, 409),
     ),
     Operation(
-        "PUT", SESSION + "/scenes/<int:n>", "put_scene", 201,
+        "PUT", SESSION + f"/scenes/<{SCENE_CONVERTER}:n>", "put_scene", 201,
         "Add scene n (201) or replace it (200); the path's n wins over the body's",
         ScenePrompt, GenerationSession, (*_SESSION_CHANGE, 409), also=(200,),
         path_wins=("scene_number",),
@@ -104,8 +125,13 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "POST", SESSION + "/recover", "recover_session", 200,
-        "Force a session into failed with the recovery message",
-        response=GenerationSession, errors=(404,),
+        "Force a session whose work stopped into failed",
+        response=GenerationSession, errors=(404, 409),
+        description=(
+            f"Sets status failed and error_message {RECOVERED_MESSAGE!r}. {RECOVER_RULE[0].upper()}"
+            f"{RECOVER_RULE[1:]} (stuck_after_seconds: GET /api/v1/admin/config); any other "
+            "session answers 409 invalid-transition with requested \"recover\"."
+        ),
     ),
     Operation(
         "GET", API_PREFIX + "/stats", "stats", 200, "Performance statistics",

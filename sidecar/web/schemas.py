@@ -177,7 +177,10 @@ class SessionSummary(_Answer):
     last_accessed: str = Field(json_schema_extra={"format": "date-time"})
     updated_at: str = Field(json_schema_extra={"format": "date-time"})
     age_hours: float
-    num_scenes: int = Field(description="How many scenes the session holds so far.")
+    scenes_stored: int = Field(description="How many scenes the session holds so far.")
+    scenes_requested: int = Field(
+        description="How many scenes were asked for: the request's num_scenes."
+    )
     progress: ProgressUpdate | None
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from flask import Flask, Response, request
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json, to_json
+from werkzeug.routing import IntegerConverter
 
 from sidecar.core.errors import SessionNotFoundError, SessionValidationError
 from sidecar.core.models import (
@@ -28,8 +29,14 @@ from sidecar.core.models import (
     ScenePrompt,
 )
 from sidecar.store import Cursor
-from sidecar.web.problems import Problem, from_pydantic, validation_problem
-from sidecar.web.routes import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, OPERATIONS, SESSIONS
+from sidecar.web.problems import Problem, from_pydantic, short, validation_problem
+from sidecar.web.routes import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    OPERATIONS,
+    SCENE_CONVERTER,
+    SESSIONS,
+)
 from sidecar.web.schemas import (
     BulkStatusRequest,
     BulkStatusResult,
@@ -47,6 +54,8 @@ if TYPE_CHECKING:
     from sidecar.web.context import Sidecar
 
 __all__ = [
+    "SceneNumber",
+    "allowed_methods",
     "decode_cursor",
     "encode_cursor",
     "register_routes",
@@ -91,6 +100,20 @@ def decode_cursor(text: str) -> Cursor | None:
     ):
         return value[0], value[1]
     return None
+
+
+class SceneNumber(IntegerConverter):
+    """A scene number in a path: ASCII digits only.
+
+    werkzeug's int converter takes any Unicode digit, so an Arabic-Indic one would be scene 1.
+    Any run of ASCII digits matches, so a number out of range is the view's 422, never a 404.
+    """
+
+    regex = r"[0-9]+"
+
+    def to_python(self, value: str) -> int:
+        # int() refuses more than 4300 digits; a number that long is out of range anyway.
+        return int(value) if len(value) <= 20 else 10**20
 
 
 def _is_json(content_type: str) -> bool:
@@ -140,6 +163,15 @@ class Api:
             raise Problem(
                 "unsupported-media-type",
                 "the request body must be JSON (Content-Type: application/json)",
+            )
+        coding = environ.get("HTTP_CONTENT_ENCODING", "").strip()
+        if coding and coding.lower() != "identity":
+            # Read as plain, a gzipped body would be "malformed JSON" at best (RFC 9110 15.5.16).
+            raise Problem(
+                "unsupported-media-type",
+                f"the sidecar does not decode Content-Encoding {short(coding)}; "
+                "send the body uncompressed",
+                headers={"Accept-Encoding": "identity"},
             )
         length = _declared_length(environ)
         if length is not None and length <= self._max_body:
@@ -354,10 +386,44 @@ def _path_n_problem(msg: str, kind: str) -> Problem:
     return validation_problem([{"loc": ["n"], "msg": msg, "type": kind}], prefix=("path",))
 
 
+def allowed_methods(rule: str) -> list[str]:
+    """The methods a rule answers: its operations', HEAD with GET, and OPTIONS."""
+    methods = {op.method for op in OPERATIONS if op.rule == rule} | {"OPTIONS"}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+def _options_view(rule: str) -> Callable[..., Response]:
+    allow = ", ".join(allowed_methods(rule))
+
+    def options(**_path: Any) -> Response:
+        # Flask's automatic OPTIONS answers 200 text/html; an empty answer is a 204.
+        response = Response(status=204, headers={"Allow": allow})
+        del response.headers["Content-Type"]
+        return response
+
+    return options
+
+
 def register_routes(app: Flask, sidecar: Sidecar) -> None:
-    """Add every Operation to `app`, served by one Api bound to `sidecar`."""
+    """Add every Operation to `app`, served by one Api bound to `sidecar`, and OPTIONS on
+    each rule (204 with Allow)."""
+    app.url_map.converters[SCENE_CONVERTER] = SceneNumber
     api = Api(sidecar)
     for op in OPERATIONS:
         app.add_url_rule(
-            op.rule, endpoint=op.endpoint, view_func=getattr(api, op.endpoint), methods=[op.method]
+            op.rule,
+            endpoint=op.endpoint,
+            view_func=getattr(api, op.endpoint),
+            methods=[op.method],
+            provide_automatic_options=False,
+        )
+    for rule in dict.fromkeys(op.rule for op in OPERATIONS):
+        app.add_url_rule(
+            rule,
+            endpoint=f"options {rule}",
+            view_func=_options_view(rule),
+            methods=["OPTIONS"],
+            provide_automatic_options=False,
         )

@@ -49,6 +49,9 @@ __all__ = ["RedisSessionStore"]
 _OPERATIONS = ("create", "update", "touch", "remove", "expire", "purge")
 
 
+_FIELD_NAMES = {"pg": "progress", "sc": "scenes", "er": "error_message"}
+
+
 def _pad(us: int) -> bytes:
     return b"%016d" % us
 
@@ -146,6 +149,7 @@ class RedisSessionStore:
         self, session_id: str, now_us: int, change: Change
     ) -> tuple[GenerationStatus, GenerationSession]:
         """Apply `change` if the session's status allows all of it; (previous status, new)."""
+        # In WORK_FIELDS order, so the first one that changes is the one a refusal names.
         pairs: list[bytes | str] = []
         if change.progress is not KEEP:
             pairs += ["pg", encode_progress(change.progress)]  # type: ignore[arg-type]
@@ -160,10 +164,9 @@ class RedisSessionStore:
             now_us,
             "" if change.status is None else change.status.value,
             _csv(change.leave_from),
-            _csv(change.work_statuses) if change.touches_work else "",
+            _csv(change.work_statuses),
             b"" if expect is None else encode_scenes(expect),
-            "1" if change.force else "0",
-            "1" if change.same_status_changes_nothing else "0",
+            "" if change.updated_before_us is None else change.updated_before_us,
             *pairs,
         )
         match reply[0]:
@@ -175,9 +178,9 @@ class RedisSessionStore:
                 raise StaleScenesError(session_id)
             case _:
                 current, what = GenerationStatus(reply[1].decode()), reply[2].decode()
-                if what == "work":
-                    what = "progress" if change.progress is not KEEP else "scenes"
-                    raise InvalidTransitionError(session_id, current, what)
+                if what.startswith("work:"):
+                    field = _FIELD_NAMES[what.removeprefix("work:")]
+                    raise InvalidTransitionError(session_id, current, field)
                 raise InvalidTransitionError(session_id, current, GenerationStatus(what))
 
     def touch(self, session_id: str, now_us: int) -> GenerationSession | None:
