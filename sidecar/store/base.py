@@ -53,11 +53,12 @@ class Change:
     `status` may be entered only from `leave_from`; `status` equal to the one in force is no
     transition. A message equal to the stored one is no change (a retry sends it again);
     progress, scenes and the error message may change only while the status is in
-    `work_statuses` (the refusal names the first of them that would change). With `updated_before_us` the change applies only to a session
-    last updated strictly before then (recovery). With `expect_scenes` the write happens only if
-    the stored scenes are still those (compare-and-set for a read-modify-write of the scenes;
-    else StaleScenesError). Fields left at KEEP are not touched. All or nothing; a change that
-    would change nothing returns the stored session untouched.
+    `work_statuses` (the refusal names the first of them that would change). With
+    `updated_before_us` the change applies only to a session last updated strictly before then
+    (recovery). With `expect_scenes` the write happens only if the stored scenes are still
+    those (compare-and-set for a read-modify-write of the scenes; else StaleScenesError).
+    Fields left at KEEP are not touched. All or nothing; a change that would change nothing
+    returns the stored session untouched.
     """
 
     status: GenerationStatus | None = None
