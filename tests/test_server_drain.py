@@ -1,0 +1,152 @@
+"""The drain of a real `sidecar serve` process, as keep-alive clients see it (issue 12, item 8).
+
+What the README promises: a request already in the app when SIGTERM arrives is served to the
+end; every request that reaches the app during the drain, on a kept-alive connection or a new
+one, gets 503 problem+json with Retry-After and `Connection: close`, and its connection is
+closed after it; a request whose body was still arriving when the drain began is one of them.
+
+To hold a request in the app for as long as the test needs, one client asks for a ~2 MB
+session and reads nothing: with SIDECAR_UNREAD_ANSWER_BYTES at 1 MiB, its request thread
+waits in waitress until the client reads (see README, "A client that does not read").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import select
+import signal
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from conftest import SidecarProcess, SidecarSpawner, poll
+
+pytestmark = pytest.mark.process
+
+WAIT = 15.0
+SCENES = 100
+BIG_SESSION = {
+    "story_text": "A heron teaches a lighthouse to fish. " * 2600,  # ~99 KB
+    "num_scenes": SCENES,
+}
+BIG_SCENES = {
+    "scenes": [
+        {"scene_number": n, "prompt": "p" * 10_000, "negative_prompt": "n" * 10_000}
+        for n in range(1, SCENES + 1)
+    ]
+}
+
+
+def big_session(base: str) -> str:
+    """The path of a session whose JSON is over 2 MB."""
+    created = requests.post(f"{base}/api/v1/sessions", json=BIG_SESSION, timeout=WAIT)
+    assert created.status_code == 201, created.text
+    path = created.headers["Location"]
+    scenes = requests.put(f"{base}{path}/scenes", json=BIG_SCENES, timeout=WAIT)
+    assert scenes.status_code == 200, scenes.text
+    return str(path)
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    sock.settimeout(WAIT)
+    chunks = []
+    while chunk := sock.recv(1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def split_answer(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, body
+
+
+def drive_the_drain(
+    stack: contextlib.ExitStack, child: SidecarProcess, address: tuple[str, int], path: str
+) -> None:
+    # X: a request in the app that lasts until X reads. A small window and small segments
+    # keep the kernel from taking the answer off waitress's hands: on loopback, with the
+    # defaults, the server's send queue took all 2.1 MB; with these, about 95 KB.
+    reader = stack.enter_context(socket.socket())
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    reader.connect(address)
+    reader.sendall(f"GET {path} HTTP/1.1\r\nHost: s\r\n\r\n".encode())
+    ready, _, _ = select.select([reader], [], [], WAIT)
+    assert ready, "the big answer never started"
+
+    # B: a kept-alive connection that has been served once.
+    kept = http.client.HTTPConnection(*address, timeout=WAIT)
+    stack.callback(kept.close)
+    kept.request("GET", "/api/v1/stats")
+    first = kept.getresponse()
+    first.read()
+    assert first.status == 200
+    assert not first.will_close
+
+    # A: a request whose body is still arriving when the drain begins.
+    body = json.dumps({"story_text": "A late gull.", "num_scenes": 1}).encode()
+    partial = stack.enter_context(socket.create_connection(address, timeout=WAIT))
+    partial.sendall(
+        b"POST /api/v1/sessions HTTP/1.1\r\nHost: s\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body[:5]
+    )
+
+    child.process.send_signal(signal.SIGTERM)
+
+    def draining() -> requests.Response | None:
+        readyz = requests.get(f"{child.url}/readyz", timeout=WAIT)  # a new connection each time
+        return readyz if readyz.status_code == 503 else None
+
+    readyz = poll(draining, timeout=WAIT, what="/readyz to answer 503")
+    assert readyz.headers["Connection"] == "close"
+
+    kept.request("GET", "/api/v1/stats")
+    refused = kept.getresponse()
+    refused_body = json.loads(refused.read())
+    assert refused.status == 503
+    assert refused.getheader("Content-Type") == "application/problem+json"
+    assert refused.getheader("Retry-After") is not None
+    assert refused.getheader("Connection") == "close"
+    assert refused_body["type"].endswith(":shutting-down")
+    kept.close()
+
+    partial.sendall(body[5:])
+    status, headers, late = split_answer(read_all(partial))  # read_all: closed after it
+    assert status == 503, late
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["connection"] == "close"
+
+    with requests.get(f"{child.url}/api/v1/stats", timeout=WAIT) as fresh:
+        assert fresh.status_code == 503
+        assert fresh.headers["Connection"] == "close"
+
+    status, headers, served = split_answer(read_all(reader))
+    assert status == 200
+    assert len(served) == int(headers["content-length"])
+    assert json.loads(served)["session_id"] in path
+
+
+def test_a_drain_serves_what_arrived_and_answers_503_with_close_to_the_rest(
+    sidecars: SidecarSpawner,
+) -> None:
+    child = sidecars(unread_answer_bytes=1 << 20, max_body_bytes=4 << 20)
+    url = urlsplit(child.url)
+    address = (str(url.hostname), int(url.port or 0))
+    path = big_session(child.url)
+
+    with contextlib.ExitStack() as stack:
+        drive_the_drain(stack, child, address, path)
+
+    assert child.wait(WAIT) == 0
+    assert "SIGTERM: drained, stopping the session manager" in child.output()
+    assert "drain ended with" not in child.output()
