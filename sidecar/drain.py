@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import socket
 import struct
 import termios
@@ -27,21 +28,35 @@ __all__ = ["DrainGate", "Listener", "listen", "shut"]
 
 
 class DrainGate:
-    """WSGI middleware in front of the app: counts the requests inside it, and while the
-    server drains, sends every answer without Content-Length.
+    """WSGI middleware in front of the app: counts the requests inside it; while the server
+    drains, sends every answer without Content-Length; and refuses a request whose connection
+    has more than `unread_limit` bytes of earlier answers its client has not taken.
 
     A WSGI app may not send `Connection: close` (a hop-by-hop header, PEP 3333; waitress
     refuses it). An HTTP/1.1 answer without Content-Length makes waitress send it chunked with
     `Connection: close` and close the connection once it is flushed, so during a drain every
     answer ends its connection. Checked when the answer starts, so a request that was already
     in the app when the drain began also ends its connection.
+
+    A client that pipelines requests without reading the answers had waitress render every
+    request of each 8 KiB it read (~180 pages of 250 KB for 8 KiB of requests) on the request
+    threads, which slowed every other client (benchmark 6). A client that reads has taken its
+    earlier answers before its next request is read, so the kernel holds none of them unsent;
+    a request that finds more than `unread_limit` bytes waiting in its connection's send
+    queue is answered 429 problem+json without Content-Length, which makes waitress close the
+    connection after it and drop the requests pipelined behind it.
     """
 
-    def __init__(self, app: WSGIApplication, sidecar: Sidecar) -> None:
+    def __init__(
+        self, app: WSGIApplication, sidecar: Sidecar, listener: Listener, unread_limit: int
+    ) -> None:
         self._app = app
         self._sidecar = sidecar
+        self._listener = listener
+        self._unread_limit = unread_limit
         self._lock = threading.Lock()
         self._busy = 0
+        self.refused = 0  # requests refused for unread answers, since the start
 
     @property
     def busy(self) -> int:
@@ -60,6 +75,14 @@ class DrainGate:
                 headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
             return start_response(status, headers, exc_info)
 
+        conn = self._listener.connection(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))
+        if conn is not None and _unsent(conn) > self._unread_limit:
+            self.refused += 1
+            start_response(
+                "429 Too Many Requests",
+                [("Content-Type", "application/problem+json"), ("Retry-After", "1")],
+            )
+            return iter((_UNREAD,))  # no len(): waitress adds no Content-Length
         with self._lock:
             self._busy += 1
         try:
@@ -68,6 +91,16 @@ class DrainGate:
             self._leave()
             raise
         return _Counted(body, self._leave)
+
+
+_UNREAD = json.dumps(
+    {
+        "type": "urn:sidecar:problem:unread-answers",
+        "title": "Unread answers",
+        "status": 429,
+        "detail": "earlier answers on this connection are still unread; read them first",
+    }
+).encode()
 
 
 class _Counted:
@@ -105,18 +138,28 @@ class Listener(socket.socket):
     def __init__(self, family: socket.AddressFamily) -> None:
         super().__init__(family, socket.SOCK_STREAM)
         self._lock = threading.Lock()
-        self._accepted: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._accepted: weakref.WeakValueDictionary[tuple[str, int], socket.socket] = (
+            weakref.WeakValueDictionary()
+        )
 
     def accept(self) -> tuple[socket.socket, Any]:
         conn, addr = super().accept()
         with self._lock:
-            self._accepted.add(conn)
+            self._accepted[(str(addr[0]), int(addr[1]))] = conn
         return conn, addr
+
+    def connection(self, host: object, port: object) -> socket.socket | None:
+        """The open connection from a client's address (WSGI's REMOTE_ADDR and REMOTE_PORT)."""
+        try:
+            conn = self._accepted.get((str(host), int(str(port))))
+        except ValueError:
+            return None
+        return conn if conn is not None and conn.fileno() != -1 else None
 
     def open_connections(self) -> list[socket.socket]:
         """Accepted connections not yet closed by waitress."""
         with self._lock:
-            return [conn for conn in self._accepted if conn.fileno() != -1]
+            return [conn for conn in self._accepted.values() if conn.fileno() != -1]
 
     def sending(self) -> int:
         """Connections with answer bytes the client has not yet acknowledged."""

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKLOG_LOG_SECONDS",
     "DRAIN_SECONDS",
+    "UNREAD_ANSWERS_BYTES",
     "BacklogLog",
     "connection_adjustments",
     "raise_open_file_limit",
@@ -59,6 +60,9 @@ DRAIN_SECONDS = 5.0
 BACKLOG_LOG_SECONDS = 60.0  # at most one "requests are waiting" line per minute
 _LOOP_SECONDS = 1.0  # waitress's asyncore_loop_timeout (its default): its longest poll() wait
 _DRAIN_POLL_SECONDS = 0.02
+# A request that finds more of its connection's earlier answers unread than this is refused
+# (sidecar.drain.DrainGate). A client that reads has ~0 unread when it sends its next request.
+UNREAD_ANSWERS_BYTES = 256 * 1024
 
 
 def is_loopback(host: str) -> bool:
@@ -183,7 +187,7 @@ class SidecarServer:
         settings = self._sidecar.settings
         raise_open_file_limit(settings.connection_limit)
         self._listener = listen(host, port)
-        self._gate = DrainGate(app, self._sidecar)
+        self._gate = DrainGate(app, self._sidecar, self._listener, UNREAD_ANSWERS_BYTES)
         try:
             self._server = create_server(
                 self._gate,
@@ -220,6 +224,11 @@ class SidecarServer:
     def busy(self) -> int:
         """Requests inside the app right now."""
         return self._gate.busy
+
+    @property
+    def unread_refused(self) -> int:
+        """Requests refused because their connection had too many unread answers."""
+        return self._gate.refused
 
     @property
     def backlog(self) -> BacklogLog:
