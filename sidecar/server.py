@@ -257,6 +257,8 @@ class SidecarServer:
         loop.start()
         while not self._stop and loop.is_alive():
             self._pause(_LOOP_SECONDS)
+        if not self._stop:
+            logger.error("waitress's loop stopped by itself; stopping the server")
         self._drain(loop)
 
     def _drain(self, loop: threading.Thread) -> None:
