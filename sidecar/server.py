@@ -275,7 +275,11 @@ class SidecarServer:
             self._pause(_DRAIN_POLL_SECONDS)
         # 2. No new connections; each open one is closed by waitress once its answer is
         #    flushed: after shutdown(SHUT_RD) its next read is the end of the stream.
-        self._server.close()
+        #    close() also closes the pipe request threads write to wake the loop, so only
+        #    when none is in the app: a thread still running would write to a closed (or
+        #    reused) descriptor. A request stuck in the app keeps the loop to the process's end.
+        if not self._gate.busy:
+            self._server.close()
         left = self._listener.open_connections()
         while left and waiting():
             for conn in left:
