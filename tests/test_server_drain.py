@@ -5,9 +5,9 @@ end; every request that reaches the app during the drain, on a kept-alive connec
 one, gets 503 problem+json with Retry-After and `Connection: close`, and its connection is
 closed after it; a request whose body was still arriving when the drain began is one of them.
 
-To hold a request in the app for as long as the test needs, one client asks for a ~2 MB
-session and reads nothing: with SIDECAR_UNREAD_ANSWER_BYTES at 1 MiB, its request thread
-waits in waitress until the client reads (see README, "A client that does not read").
+To hold the drain open for as long as the test needs, one client asks for a ~2 MB session
+and reads nothing until the end: its answer is still on its way, and the drain waits for it
+(the kernel's send queue of its connection stays non-empty until the client reads).
 """
 
 from __future__ import annotations
@@ -72,9 +72,10 @@ def split_answer(raw: bytes) -> tuple[int, dict[str, str], bytes]:
 def drive_the_drain(
     stack: contextlib.ExitStack, child: SidecarProcess, address: tuple[str, int], path: str
 ) -> None:
-    # X: a request in the app that lasts until X reads. A small window and small segments
-    # keep the kernel from taking the answer off waitress's hands: on loopback, with the
-    # defaults, the server's send queue took all 2.1 MB; with these, about 95 KB.
+    # X: an answer on its way until X reads. A small receive window keeps X's kernel from
+    # taking (and acknowledging) the whole answer for it; small segments keep most of the
+    # answer in waitress's buffer (on loopback the server's send queue then held ~95 KB, and
+    # all 2.1 MB without them).
     reader = stack.enter_context(socket.socket())
     reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     reader.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
@@ -139,7 +140,7 @@ def drive_the_drain(
 def test_a_drain_serves_what_arrived_and_answers_503_with_close_to_the_rest(
     sidecars: SidecarSpawner,
 ) -> None:
-    child = sidecars(unread_answer_bytes=1 << 20, max_body_bytes=4 << 20)
+    child = sidecars(max_body_bytes=4 << 20)
     url = urlsplit(child.url)
     address = (str(url.hostname), int(url.port or 0))
     path = big_session(child.url)
