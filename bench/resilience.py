@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from bench import rss
 from bench.attacks import Probe, idle, non_readers, open_files_for, probe, slowloris
 from bench.common import Figure, Log, Section, fmt
 from sidecar.core.manager import SessionManager
@@ -43,6 +44,39 @@ def _ms(seconds: float) -> str:
     return fmt(seconds * 1000) + " ms"
 
 
+def _mib(n: float) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def _rss(quick: bool, log: Log) -> tuple[str, list[str], list[list[str]]]:
+    """RSS full and after evictions at capacity, per allocator setting, in fresh interpreters."""
+    sessions, evictions = (10_000, 100_000) if quick else (100_000, 1_000_000)
+    rows = []
+    for name, env in rss.ALLOCATORS.items():
+        log(f"resilience: RSS, {sessions:,} sessions then {evictions:,} evictions, {name}")
+        r = rss.run_child(sessions, evictions, env)
+        rows.append(
+            [
+                name,
+                _mib(r["full"] - r["start"]),
+                " / ".join(_mib(step - r["full"]) for step in r["steps"]),
+                f"{(r['after'] - r['full']) / (r['full'] - r['start']):.0%}",
+            ]
+        )
+    before = (
+        f"Resident memory of a fresh interpreter (bench/rss.py): a manager filled to "
+        f"{sessions:,} sessions (evict_oldest), then {evictions:,} more creates, each evicting "
+        "the oldest; RSS (VmRSS) after a gc.collect() at each quarter of the evictions."
+    )
+    headers = [
+        "allocator",
+        "fill",
+        "RSS over full, after each quarter of the evictions",
+        "growth / fill",
+    ]
+    return before, headers, rows
+
+
 def run(quick: bool, log: Log) -> Section:
     requests = 50 if quick else 200
     open_files_for(3000)
@@ -71,6 +105,7 @@ def run(quick: bool, log: Log) -> Section:
         get_sidecar(app).close()
         manager.shutdown()
 
+    memory = _rss(quick, log)
     rows = [
         [name, str(len(p.seconds)), str(len(p.failures)), _ms(p.p50), _ms(p.p99)]
         for name, p in results
@@ -99,4 +134,5 @@ def run(quick: bool, log: Log) -> Section:
         headers=["while", "answered", "failures", "p50", "p99"],
         rows=rows,
         figures=figures,
+        extra=[memory],
     )

@@ -1,40 +1,51 @@
 """Serving the app with waitress in one process, and stopping it cleanly.
 
-Sessions live in memory, so one process with threads serves them all. waitress's own
-`serve()` stops abruptly on a signal; here the main loop is driven step by step so that a
-shutdown request (SIGTERM, SIGINT, or `request_shutdown()` from any thread) can drain:
+Sessions live in memory, so one process with threads serves them all. waitress has no
+graceful stop (its `serve()` stops abruptly on a signal), and the drain here uses only its
+documented entry points and plain sockets. A shutdown request (SIGTERM, SIGINT, or
+`request_shutdown()` from any thread) drains, for at most `drain_seconds`:
 
-1. /readyz and the API start answering 503, the listening sockets close;
-2. requests already received run to the end and their answers are flushed, until
-   `drain_seconds` have passed; idle keep-alive connections are closed;
+1. /readyz and the API answer 503 (the API with Retry-After), and every answer, whatever its
+   status, ends its connection (`Connection: close`); the listener still accepts, so a new
+   connection gets the same 503;
+2. once no request is in the app, the listener closes and each open connection is closed as
+   soon as its last answer is flushed;
 3. the request threads stop, then the caller shuts the session manager down.
+
+A request counts as arrived when a request thread takes it up; one whose body was still
+arriving, or that waited for a free thread, when the drain began gets the 503 like any other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import ipaddress
 import logging
 import math
 import resource
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
-from waitress import wasyncore
-from waitress.channel import HTTPChannel
-from waitress.server import BaseWSGIServer, create_server
+from waitress.server import create_server
 
+from sidecar.drain import DrainGate, listen, shut
 from sidecar.settings import Settings
 from sidecar.web.app import create_app, get_sidecar
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = [
     "BACKLOG_LOG_SECONDS",
     "DRAIN_SECONDS",
+    "UNREAD_ANSWERS_BYTES",
     "BacklogLog",
     "connection_adjustments",
     "raise_open_file_limit",
@@ -47,7 +58,11 @@ logger = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 5.0
 BACKLOG_LOG_SECONDS = 60.0  # at most one "requests are waiting" line per minute
-_LOOP_SECONDS = 1.0  # longest select() wait; a shutdown request wakes the loop at once
+_LOOP_SECONDS = 1.0  # waitress's asyncore_loop_timeout (its default): its longest poll() wait
+_DRAIN_POLL_SECONDS = 0.02
+# A request that finds more of its connection's earlier answers unread than this is refused
+# (sidecar.drain.DrainGate). A client that reads has ~0 unread when it sends its next request.
+UNREAD_ANSWERS_BYTES = 256 * 1024
 
 
 def is_loopback(host: str) -> bool:
@@ -82,12 +97,14 @@ class BacklogLog(logging.Filter):
         self._next = -math.inf
         self._deepest = 0
         self._waited = 0
+        self.seen = 0  # every request that waited, since the start
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Count the record, report when due; waitress's own line never passes."""
         args = record.args
         depth = args[0] if isinstance(args, tuple) and args and isinstance(args[0], int) else 1
         self._waited += 1
+        self.seen += 1
         self._deepest = max(self._deepest, depth)
         now = self._clock()
         if now >= self._next:
@@ -100,12 +117,6 @@ class BacklogLog(logging.Filter):
             self._next = now + self._interval
             self._deepest = self._waited = 0
         return False
-
-
-def _bound(listener: BaseWSGIServer) -> tuple[str, int]:
-    assert listener.socket is not None, "a listener that is not bound"
-    host, port = listener.socket.getsockname()[:2]
-    return str(host), int(port)
 
 
 _QUEUE_LOGGER = logging.getLogger("waitress.queue")  # documented: "Task queue depth" warnings
@@ -132,6 +143,8 @@ def connection_adjustments(settings: Settings) -> dict[str, Any]:
         "outbuf_high_watermark": settings.unread_answer_bytes,
         # select() cannot watch descriptors past 1024; poll() has no such bound
         "asyncore_use_poll": True,
+        # the longest poll() wait: the loop ends this long after the drain empties it
+        "asyncore_loop_timeout": _LOOP_SECONDS,
     }
 
 
@@ -153,7 +166,13 @@ def raise_open_file_limit(connections: int) -> None:
 
 
 class SidecarServer:
-    """A waitress server for one app made by create_app, with a graceful stop."""
+    """A waitress server for one app made by create_app, with a graceful stop.
+
+    Only waitress's documented entry points are used: `create_server` with adjustments (the
+    listening socket is ours, passed as `sockets`), `run`, `close`, and its task threads'
+    `shutdown`. The drain works from outside waitress's loop, with the app's answers and
+    plain socket calls on the connections our listening socket accepted.
+    """
 
     def __init__(
         self,
@@ -166,81 +185,125 @@ class SidecarServer:
     ) -> None:
         self._sidecar = get_sidecar(app)
         settings = self._sidecar.settings
-        self._map: dict[int, Any] = {}
         raise_open_file_limit(settings.connection_limit)
-        self._server = create_server(
-            app,
-            map=self._map,
-            host=host,
-            port=port,
-            threads=threads,
-            ident="sidecar",
-            **connection_adjustments(settings),
-        )
+        self._listener = listen(host, port)
+        self._gate = DrainGate(app, self._sidecar, self._listener, UNREAD_ANSWERS_BYTES)
+        try:
+            self._server = create_server(
+                self._gate,
+                sockets=[self._listener],
+                threads=threads,
+                ident="sidecar",
+                **connection_adjustments(settings),
+            )
+        except BaseException:
+            self._listener.close()
+            raise
+        self._address = self._listener.getsockname()[:2]
         self._backlog = BacklogLog()
         _QUEUE_LOGGER.addFilter(self._backlog)
-        self._listeners = [s for s in self._map.values() if isinstance(s, BaseWSGIServer)]
-        self._addresses = [_bound(s) for s in self._listeners]
         self._drain_seconds = drain_seconds
-        self._stop = threading.Event()
-        self._hurry = threading.Event()
+        # Plain flags and a socket pair: request_shutdown runs in signal handlers, where
+        # taking a lock the interrupted code may hold would deadlock.
+        self._stop = False
+        self._hurry = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
         """(host, port) of each listening socket; the port is the real one when 0 was asked."""
-        return list(self._addresses)
+        return [(str(self._address[0]), int(self._address[1]))]
 
     @property
     def urls(self) -> list[str]:
         """Where the server listens."""
         return [_url(host, port) for host, port in self.addresses]
 
+    @property
+    def busy(self) -> int:
+        """Requests inside the app right now."""
+        return self._gate.busy
+
+    @property
+    def unread_refused(self) -> int:
+        """Requests refused because their connection had too many unread answers."""
+        return self._gate.refused
+
+    @property
+    def backlog(self) -> BacklogLog:
+        """The filter that counts and reports requests waiting for a free thread."""
+        return self._backlog
+
     def request_shutdown(self) -> None:
         """Begin a graceful stop; a second call cuts the drain short. Safe in signal handlers."""
-        if self._stop.is_set():
-            self._hurry.set()
+        if self._stop:
+            self._hurry = True
         self._sidecar.begin_drain()
-        self._stop.set()
-        # Only writes a byte to a pipe (no lock), which wakes the loop's select().
-        self._listeners[0].pull_trigger()
+        self._stop = True
+        # OSError: the pair is full (already woken) or closed (already stopped)
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def _pause(self, seconds: float | None) -> None:
+        """Wait `seconds` (None: until woken); request_shutdown wakes it at once."""
+        self._wake_r.settimeout(seconds)
+        with contextlib.suppress(TimeoutError):
+            self._wake_r.recv(64)
 
     def serve(self) -> None:
         """Serve until request_shutdown(), then drain and return."""
-        while not self._stop.is_set():
-            wasyncore.loop(timeout=_LOOP_SECONDS, map=self._map, use_poll=True, count=1)
-        self._drain()
+        loop = threading.Thread(target=self._server.run, name="sidecar-http", daemon=True)
+        loop.start()
+        while not self._stop and loop.is_alive():
+            self._pause(_LOOP_SECONDS)
+        if not self._stop:
+            logger.error("waitress's loop stopped by itself; stopping the server")
+        self._drain(loop)
 
-    def _drain(self) -> None:
+    def _drain(self, loop: threading.Thread) -> None:
         deadline = time.monotonic() + self._drain_seconds
-        logger.info("shutting down: not accepting, draining for up to %ss", self._drain_seconds)
-        for listener in self._listeners:
-            # The dispatcher's close, not the server's: the server's would close the trigger
-            # that request threads pull to hand their answers to this loop.
-            wasyncore.dispatcher.close(listener)
-        busy = self._settle()
-        while busy and time.monotonic() < deadline and not self._hurry.is_set():
-            wait = min(_LOOP_SECONDS, max(deadline - time.monotonic(), 0.0))
-            wasyncore.loop(timeout=wait, map=self._map, use_poll=True, count=1)
-            busy = self._settle()
-        if busy:
-            logger.warning("drain ended with %d connection(s) still busy", busy)
-        left = 0.0 if self._hurry.is_set() else deadline - time.monotonic()
-        # Threads still busy after this are daemons: they do not hold the exit up.
-        self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=max(math.ceil(left), 1))
-        wasyncore.close_all(self._map)
-        _QUEUE_LOGGER.removeFilter(self._backlog)
 
-    def _settle(self) -> int:
-        """Mark idle connections to close; return how many still have work in flight."""
-        busy = 0
-        for channel in list(self._map.values()):
-            if not isinstance(channel, HTTPChannel):
-                continue
-            if channel.requests or channel.total_outbufs_len or channel.request is not None:
-                busy += 1
-            elif not channel.will_close:
-                channel.will_close = True  # the loop closes it on its next pass
-        return busy
+        def waiting() -> bool:
+            return not self._hurry and time.monotonic() < deadline
+
+        logger.info("shutting down: draining for up to %ss", self._drain_seconds)
+        # 1. Requests in the app finish and their answers reach their clients. Meanwhile the
+        #    listener stays open and every answer (the API's is 503 problem+json) ends its
+        #    connection.
+        while (self._gate.busy or self._listener.sending()) and waiting():
+            self._pause(_DRAIN_POLL_SECONDS)
+        # 2. No new connections; each open one is closed by waitress once its answer is
+        #    flushed: after shutdown(SHUT_RD) its next read is the end of the stream.
+        #    close() also closes the pipe request threads write to wake the loop, so only
+        #    when none is in the app: a thread still running would write to a closed (or
+        #    reused) descriptor. A request stuck in the app keeps the loop to the process's end.
+        if not self._gate.busy:
+            self._server.close()
+        left = self._listener.open_connections()
+        while left and waiting():
+            for conn in left:
+                shut(conn, socket.SHUT_RD)
+            self._pause(_DRAIN_POLL_SECONDS)
+            left = self._listener.open_connections()
+        if left or self._gate.busy:
+            logger.warning(
+                "drain ended with %d request(s) in the app and %d connection(s) open",
+                self._gate.busy,
+                len(left),
+            )
+            for conn in left:
+                shut(conn, socket.SHUT_RDWR)
+        # With nothing left in its map, waitress's loop ends within its poll timeout.
+        loop.join(0 if self._hurry else _LOOP_SECONDS * 2)
+        remaining = 0.0 if self._hurry else max(deadline - time.monotonic(), 0.0)
+        # Threads still busy after this are daemons: they do not hold the exit up.
+        self._server.task_dispatcher.shutdown(
+            cancel_pending=True, timeout=max(math.ceil(remaining), 1)
+        )
+        _QUEUE_LOGGER.removeFilter(self._backlog)
+        self._wake_r.close()
+        self._wake_w.close()
 
 
 def _freeze_start_up_objects() -> None:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from conftest import SidecarProcess, SidecarSpawner
+from drain_hold import big_session, unread_answer
 
 from sidecar.client import (
     NO_RETRY,
@@ -33,7 +35,7 @@ from sidecar.core.models import GenerationRequest
 pytestmark = pytest.mark.process
 
 REQUEST = GenerationRequest(story_text="A fox finds a lantern in the snow.", num_scenes=3)
-DRAINING = re.compile(r"shutting down: not accepting")
+DRAINING = re.compile(r"shutting down: draining")
 
 
 class PausingTransport(httpx.BaseTransport):
@@ -71,20 +73,53 @@ class PausingTransport(httpx.BaseTransport):
         self._real.close()
 
 
+BIG_BODY = 4 * 1024 * 1024  # room for the holding session's 2 MB of scenes
+
+
+class DrainHold:
+    """Keeps `server`'s drain open (an unread 2 MB answer) from before SIGTERM until released,
+    so the paused request's body arrives while the server still answers 503."""
+
+    def __init__(self, server: SidecarProcess) -> None:
+        parts = urlsplit(server.url)
+        address = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self._reader: socket.socket | None = unread_answer(address, big_session(server.url))
+
+    def release(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
+def drainer(server: SidecarProcess, hold: DrainHold) -> Callable[[], None]:
+    """A hook that SIGTERMs `server` and returns once it drains (held open by `hold`)."""
+
+    def drain() -> None:
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for_line(DRAINING, timeout=15)
+
+    return drain
+
+
 class Restarter:
     """The client's sleep: records each wait and brings the stopped server back on its port."""
 
-    def __init__(self, sidecars: SidecarSpawner, server: SidecarProcess) -> None:
+    def __init__(
+        self, sidecars: SidecarSpawner, server: SidecarProcess, hold: DrainHold | None = None
+    ) -> None:
         self._sidecars = sidecars
+        self._hold = hold
         self.server = server
         self.port = urlsplit(server.url).port
         self.waits: list[float] = []
 
     def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
+        if self._hold is not None:
+            self._hold.release()
         if self.server.process.poll() is None:
             self.server.wait(timeout=30)  # the drain ends within its 5 s
-        self.server = self._sidecars(port=self.port)
+        self.server = self._sidecars(port=self.port, max_body_bytes=BIG_BODY)
 
 
 def killer(server: SidecarProcess) -> Callable[[], None]:
@@ -100,14 +135,10 @@ def killer(server: SidecarProcess) -> Callable[[], None]:
 def test_a_create_retries_through_a_drain_onto_the_restarted_server(
     sidecars: SidecarSpawner,
 ) -> None:
-    server = sidecars()
-
-    def drain() -> None:
-        server.process.send_signal(signal.SIGTERM)
-        server.wait_for_line(DRAINING, timeout=15)
-
-    transport = PausingTransport(drain)
-    restart = Restarter(sidecars, server)
+    server = sidecars(max_body_bytes=BIG_BODY)
+    hold = DrainHold(server)
+    transport = PausingTransport(drainer(server, hold))
+    restart = Restarter(sidecars, server, hold)
     with SidecarClient(server.url, transport=transport, sleep=restart, draw=lambda: 0.0) as c:
         session = c.create_session(REQUEST)
         assert transport.outcomes == ["503", "201"]
@@ -183,14 +214,10 @@ class AsyncPausingTransport(httpx.AsyncBaseTransport):
 
 
 def test_the_async_client_retries_through_a_drain(sidecars: SidecarSpawner) -> None:
-    server = sidecars()
-
-    def drain() -> None:
-        server.process.send_signal(signal.SIGTERM)
-        server.wait_for_line(DRAINING, timeout=15)
-
-    transport = AsyncPausingTransport(drain)
-    restart = Restarter(sidecars, server)
+    server = sidecars(max_body_bytes=BIG_BODY)
+    hold = DrainHold(server)
+    transport = AsyncPausingTransport(drainer(server, hold))
+    restart = Restarter(sidecars, server, hold)
 
     async def sleep(seconds: float) -> None:
         restart(seconds)
@@ -208,16 +235,17 @@ def test_the_async_client_retries_through_a_drain(sidecars: SidecarSpawner) -> N
 def test_without_retries_a_drain_is_an_unavailable_error_with_retry_after(
     sidecars: SidecarSpawner,
 ) -> None:
-    server = sidecars()
-
-    def drain() -> None:
-        server.process.send_signal(signal.SIGTERM)
-        server.wait_for_line(DRAINING, timeout=15)
-
-    with (
-        SidecarClient(server.url, transport=PausingTransport(drain), retry=NO_RETRY) as c,
-        pytest.raises(UnavailableError) as caught,
-    ):
-        c.create_session(REQUEST)
+    server = sidecars(max_body_bytes=BIG_BODY)
+    hold = DrainHold(server)
+    try:
+        with (
+            SidecarClient(
+                server.url, transport=PausingTransport(drainer(server, hold)), retry=NO_RETRY
+            ) as c,
+            pytest.raises(UnavailableError) as caught,
+        ):
+            c.create_session(REQUEST)
+    finally:
+        hold.release()
     error = caught.value
     assert (error.status, error.slug, error.retry_after) == (503, "shutting-down", 5.0)

@@ -8,6 +8,7 @@ as the server has threads (2 here, 8 by default). The open-file limit of this pr
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -82,16 +83,33 @@ def test_a_normal_client_is_served_while_every_thread_has_a_non_reading_client(
         def backed_up() -> bool | None:
             # The server stops reading a connection whose answers are not yet taken: once
             # every non-reader's own send buffer is full too, the attack is fully in place.
+            # Or the server closed it: once the kernel took the answers it had, waitress
+            # closes a connection whose request was refused for unread answers.
             for sock in sockets:
                 try:
                     if sock.send(more):
                         return None
-                except BlockingIOError:
+                except (BlockingIOError, ConnectionError):
                     continue
             return True
 
         poll(backed_up, timeout=60, what="every non-reader to back up")
         assert_served(server)
+        # Each was refused once its unread answers passed the bound; waitress then dropped
+        # the requests it had pipelined behind, instead of rendering ~180 pages for each.
+        assert server.unread_refused == THREADS
+
+
+def test_a_pipelining_client_that_reads_is_never_refused(server: SidecarServer) -> None:
+    with socket.create_connection(server.addresses[0], timeout=WAIT) as sock:
+        sock.sendall(f"GET {PAGE} HTTP/1.1\r\nHost: s\r\n\r\n".encode() * 20)
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n")
+        received = bytearray()
+        while chunk := sock.recv(1 << 20):
+            received += chunk
+    statuses = re.findall(rb"HTTP/1.1 (\d{3}) ", bytes(received))
+    assert statuses == [b"200"] * 21
+    assert server.unread_refused == 0
 
 
 @pytest.mark.parametrize("server", [{"idle_timeout_seconds": 1}], indirect=True)
