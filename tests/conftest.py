@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -491,3 +492,41 @@ def durable_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(require_redis_server(), tmp_path, appendonly=True).start()
     yield server
     server.stop()
+
+
+# ---------------------------------------------------------------------- stores, for contracts
+
+MakeStore = Callable[[], SessionStore]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_store(request: pytest.FixtureRequest) -> Iterator[MakeStore]:
+    """make_store(): stores sharing one set of sessions (for Redis: one prefix, each store with
+    its own connection pool, as replicas would)."""
+    if request.param == "memory":
+        shared = InMemorySessionStore()
+        yield lambda: shared
+        return
+    import redis
+
+    from sidecar.store.redis import RedisSessionStore
+
+    server = request.getfixturevalue("redis_server")
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    clients: list[redis.Redis] = []
+
+    def make() -> SessionStore:
+        client = redis.Redis.from_url(server.url, socket_timeout=5)
+        clients.append(client)
+        return RedisSessionStore(client, prefix)
+
+    yield make
+    if clients:
+        RedisSessionStore(clients[0], prefix).clear()
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def store(make_store: MakeStore) -> SessionStore:
+    return make_store()
