@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-import redis
-from conftest import F, P, R
+from conftest import F, P, R, redis_stores
 from redis_server import RedisServer
 from store_helpers import attempt, create
 
@@ -27,19 +25,8 @@ MakeStore = Callable[[], RedisSessionStore]
 @pytest.fixture
 def make_store(redis_server: RedisServer) -> Iterator[MakeStore]:
     """make_store(): stores on one fresh prefix, each with its own connection pool (a replica)."""
-    prefix = f"t{uuid.uuid4().hex[:12]}"
-    clients: list[redis.Redis] = []
-
-    def make() -> RedisSessionStore:
-        client = redis.Redis.from_url(redis_server.url, socket_timeout=5)
-        clients.append(client)
-        return RedisSessionStore(client, prefix)
-
-    yield make
-    if clients:
-        RedisSessionStore(clients[0], prefix).clear()
-    for client in clients:
-        client.close()
+    with redis_stores(redis_server.url) as make:
+        yield make
 
 
 @pytest.fixture
