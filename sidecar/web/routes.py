@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.core.config import ManagerConfig
-from sidecar.core.idempotency import MAX_KEY_LENGTH
+from sidecar.core.idempotency import KEYS_PER_SESSION, MAX_KEY_LENGTH
 from sidecar.core.models import GenerationRequest, GenerationSession, ProgressUpdate, ScenePrompt
 from sidecar.core.rules import RECOVER_RULE, RECOVERED_MESSAGE
 from sidecar.web.auth import API_PREFIX
@@ -43,7 +43,7 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 SESSIONS = API_PREFIX + "/sessions"
 SESSION = SESSIONS + "/<session_id>"
-# The converter of a scene number in a path: ASCII digits (sidecar.web.views.SceneNumber).
+# The converter of a scene number in a path: ASCII digits (sidecar.web.inputs.SceneNumber).
 SCENE_CONVERTER = "scene"
 
 
@@ -81,8 +81,8 @@ _IDEMPOTENT_CREATE = (
     "did (201, the same Location, the session as it is now); with another request it answers "
     "422 idempotency-key-reused, and once the key's session has been removed 409 "
     "idempotency-key-spent. A key is remembered for session_max_age_seconds from its create, "
-    "and at most 2 x max_sessions keys (the oldest forgotten first); a create refused for "
-    "capacity (429) does not use up its key."
+    f"and at most {KEYS_PER_SESSION} x max_sessions keys (the oldest forgotten first); a "
+    "create refused for capacity (429) does not use up its key."
 )
 _STUCK_LISTING = (
     "With stuck=true, only stuck sessions: processing and not updated for longer than "
