@@ -124,9 +124,11 @@ class SeedSessionManager(SessionManager):
 
     # Every change takes the lock, so none happens while an operation holds it.
 
-    def create_session(self, request: GenerationRequest) -> GenerationSession:
+    def create_session(
+        self, request: GenerationRequest, idempotency_key: str | None = None
+    ) -> GenerationSession:
         with self._hold:
-            return super().create_session(request)
+            return super().create_session(request, idempotency_key)
 
     def get_session(self, session_id: str) -> GenerationSession | None:
         with self._hold:

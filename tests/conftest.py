@@ -10,8 +10,10 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from flask import Flask
     from flask.testing import FlaskClient
     from prometheus_client import CollectorRegistry
+
+    from sidecar.store.redis import RedisSessionStore
 
 
 @pytest.fixture
@@ -491,3 +495,50 @@ def durable_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(require_redis_server(), tmp_path, appendonly=True).start()
     yield server
     server.stop()
+
+
+# ---------------------------------------------------------------------- stores, for contracts
+
+MakeStore = Callable[[], SessionStore]
+
+
+@contextmanager
+def redis_stores(url: str) -> Iterator[Callable[[], RedisSessionStore]]:
+    """make(): Redis stores on one fresh prefix, each with its own connection pool (a
+    replica); the prefix is cleared and the pools closed on exit."""
+    import redis
+
+    from sidecar.store.redis import RedisSessionStore
+
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    clients: list[redis.Redis] = []
+
+    def make() -> RedisSessionStore:
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        clients.append(client)
+        return RedisSessionStore(client, prefix)
+
+    try:
+        yield make
+    finally:
+        if clients:
+            RedisSessionStore(clients[0], prefix).clear()
+        for client in clients:
+            client.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_store(request: pytest.FixtureRequest) -> Iterator[MakeStore]:
+    """make_store(): stores sharing one set of sessions (for Redis: one prefix, each store with
+    its own connection pool, as replicas would)."""
+    if request.param == "memory":
+        shared = InMemorySessionStore()
+        yield lambda: shared
+        return
+    with redis_stores(request.getfixturevalue("redis_server").url) as make:
+        yield make
+
+
+@pytest.fixture
+def store(make_store: MakeStore) -> SessionStore:
+    return make_store()

@@ -10,7 +10,7 @@ from sidecar.core.clock import ManualClock, to_micros
 from sidecar.core.config import CapacityPolicy
 from sidecar.core.models import GenerationRequest, GenerationSession, GenerationStatus
 from sidecar.core.rules import EVICTION_ORDER, WORK_STATUSES, ExpiryRule, sources_of
-from sidecar.store import Change, CreateOutcome, SessionStore
+from sidecar.store import Change, CreateOutcome, IdempotencyKey, SessionStore
 
 
 def attempt(
@@ -23,6 +23,7 @@ def attempt(
     expiry: tuple[ExpiryRule, ...] = (),
     session_id: str | None = None,
     batch: int = 1000,
+    idempotency: IdempotencyKey | None = None,
 ) -> CreateOutcome:
     """One create at `now` with the core's eviction order."""
     return store.create(
@@ -34,6 +35,7 @@ def attempt(
         eviction_order=EVICTION_ORDER,
         expiry=expiry,
         batch=batch,
+        idempotency=idempotency,
     )
 
 

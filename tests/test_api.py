@@ -15,7 +15,7 @@ from sidecar.core.clock import ManualClock
 from sidecar.core.manager import SessionManager
 from sidecar.core.models import GenerationRequest, GenerationStatus
 from sidecar.web.app import get_sidecar
-from sidecar.web.views import _declared_length
+from sidecar.web.inputs import declared_length as _declared_length
 
 if TYPE_CHECKING:
     from conftest import MakeApp, MakeManager, MakeSession

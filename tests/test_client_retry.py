@@ -166,6 +166,45 @@ def test_a_create_retries_through_a_dropped_connection_with_its_backoff(
         assert c.get_session(session.session_id).session_id == session.session_id
 
 
+class AnswerDroppingTransport(httpx.BaseTransport):
+    """httpx's own transport; the first request with a body reaches the server and is
+    answered, then the answer is thrown away and the connection closed, as when a connection
+    drops after the server has done the work."""
+
+    def __init__(self) -> None:
+        self._real = httpx.HTTPTransport()
+        self._dropped = False
+        self.outcomes: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._real.handle_request(request)
+        if not self._dropped and request.content:
+            self._dropped = True
+            response.read()
+            response.close()
+            self.outcomes.append(f"{response.status_code} dropped")
+            raise httpx.ReadError("connection dropped after the server answered", request=request)
+        self.outcomes.append(str(response.status_code))
+        return response
+
+    def close(self) -> None:
+        self._real.close()
+
+
+def test_a_create_whose_first_try_reached_the_server_makes_one_session(
+    sidecars: SidecarSpawner,
+) -> None:
+    server = sidecars()
+    transport = AnswerDroppingTransport()
+    waits: list[float] = []
+    with SidecarClient(server.url, transport=transport, sleep=waits.append, draw=lambda: 0.0) as c:
+        session = c.create_session(REQUEST)
+        assert transport.outcomes == ["201 dropped", "201"]
+        assert len(waits) == 1
+        assert [s.session_id for s in c.iter_sessions()] == [session.session_id]
+        assert c.stats().total_sessions == 1
+
+
 def test_a_post_without_a_key_is_not_retried_after_a_dropped_connection(
     sidecars: SidecarSpawner,
 ) -> None:

@@ -25,6 +25,8 @@ from redis_server import RedisServer
 from sidecar.core.clock import ManualClock, to_micros
 from sidecar.core.config import CapacityPolicy, ManagerConfig
 from sidecar.core.errors import (
+    IdempotencyKeyReusedError,
+    IdempotencyKeySpentError,
     InvalidTransitionError,
     SessionCapacityError,
     SessionManagerError,
@@ -101,6 +103,8 @@ class ManagerMachine(RuleBasedStateMachine):
             ManagerConfig(max_sessions=self.max_sessions), clock=self.clock, store=self.store
         )
         self.model: dict[str, Expected] = {}
+        # Idempotency-Keys the manager must remember: key -> (recorded at, num_scenes, id).
+        self.keys: dict[str, tuple[int, int, str]] = {}
         self.counts = Counts()
         self.over_capacity_allowed = False  # only right after a reconfigure-down
         self.events: list[SessionEvent] = []
@@ -157,21 +161,25 @@ class ManagerMachine(RuleBasedStateMachine):
         assert self.manager.get_session_count() == 0
         return multiple(*self.create_all(sizes))
 
-    def create_one(self, num_scenes: int) -> str | None:
+    def create_one(self, num_scenes: int, key: str | None = None) -> str | None:
         """Create a session as the model says the manager must; the new id, or None if refused."""
         request = GenerationRequest(story_text="A story.", num_scenes=num_scenes)
         if len(self.model) >= self.max_sessions:
             self.drop(self.expired(), RemovalReason.EXPIRED)
         if len(self.model) >= self.max_sessions and self.policy is CapacityPolicy.REJECT:
             with pytest.raises(SessionCapacityError):
-                self.manager.create_session(request)
+                self.manager.create_session(request, key)
             self.counts.rejected += 1
             return None
         while len(self.model) >= self.max_sessions:
             self.drop([self.victim()], RemovalReason.EVICTED)
-        session = self.manager.create_session(request)
+        session = self.manager.create_session(request, key)
         now = self.now()
         self.model[session.session_id] = Expected(P, now, now, num_scenes)
+        if key is not None:
+            self.keys[key] = (now, num_scenes, session.session_id)
+            while len(self.keys) > 2 * self.max_sessions:  # the oldest are forgotten first
+                del self.keys[min(self.keys, key=lambda k: (self.keys[k][0], k))]
         # Ids are random uuid4s and break ties in creation time; one microsecond between
         # creates keeps every run of an example identical (hypothesis replays examples).
         self.clock.advance(microseconds=1)
@@ -186,6 +194,28 @@ class ManagerMachine(RuleBasedStateMachine):
     @rule(target=sessions, num_scenes=st.integers(1, 4))
     def create(self, num_scenes: int) -> Any:
         return multiple(*self.create_all([num_scenes]))
+
+    @rule(target=sessions, key=st.sampled_from("abcde"), num_scenes=st.integers(1, 2))
+    def create_with_key(self, key: str, num_scenes: int) -> Any:
+        """A create with an Idempotency-Key; the same request is the same num_scenes here."""
+        now = self.now()
+        self.keys = {k: v for k, v in self.keys.items() if now - v[0] <= MAX_AGE_US}
+        remembered = self.keys.get(key)
+        if remembered is None:
+            return multiple(*[sid for sid in [self.create_one(num_scenes, key)] if sid])
+        _, scenes, sid = remembered
+        request = GenerationRequest(story_text="A story.", num_scenes=num_scenes)
+        before = self.store.page(None, None, 10**6)
+        if scenes != num_scenes:
+            with pytest.raises(IdempotencyKeyReusedError):
+                self.manager.create_session(request, key)
+        elif sid not in self.model:
+            with pytest.raises(IdempotencyKeySpentError):
+                self.manager.create_session(request, key)
+        else:
+            assert self.manager.create_session(request, key).session_id == sid
+        assert self.store.page(None, None, 10**6) == before
+        return multiple()
 
     @rule(target=sessions, sizes=st.lists(st.integers(1, 4), min_size=2, max_size=5))
     def create_several(self, sizes: list[int]) -> Any:
@@ -431,6 +461,14 @@ class ManagerMachine(RuleBasedStateMachine):
         step = start + length[edge] + offset - self.now()
         if step > 0:
             self.clock.advance(microseconds=step)
+
+    @rule(key=st.sampled_from("abcde"), offset=st.sampled_from([-1, 0, 1]))
+    def advance_to_a_key_edge(self, key: str, offset: int) -> None:
+        """Move time so a key was recorded session_max_age_seconds +- 1 us ago."""
+        if key in self.keys:
+            step = self.keys[key][0] + MAX_AGE_US + offset - self.now()
+            if step > 0:
+                self.clock.advance(microseconds=step)
 
     @rule(max_sessions=st.sampled_from([1, 2, 3, 4, 5, 6, 7, 10, 10, 10]))
     def reconfigure_capacity(self, max_sessions: int) -> None:

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 import redis
-from conftest import F, P, R
+from conftest import F, P, R, redis_stores
 from redis_server import RedisServer
 from store_helpers import attempt, create
 
@@ -27,19 +29,8 @@ MakeStore = Callable[[], RedisSessionStore]
 @pytest.fixture
 def make_store(redis_server: RedisServer) -> Iterator[MakeStore]:
     """make_store(): stores on one fresh prefix, each with its own connection pool (a replica)."""
-    prefix = f"t{uuid.uuid4().hex[:12]}"
-    clients: list[redis.Redis] = []
-
-    def make() -> RedisSessionStore:
-        client = redis.Redis.from_url(redis_server.url, socket_timeout=5)
-        clients.append(client)
-        return RedisSessionStore(client, prefix)
-
-    yield make
-    if clients:
-        RedisSessionStore(clients[0], prefix).clear()
-    for client in clients:
-        client.close()
+    with redis_stores(redis_server.url) as make:
+        yield make
 
 
 @pytest.fixture
@@ -136,3 +127,46 @@ def test_concurrent_expiry_removes_and_reports_each_session_once(
         t.join()
     assert sorted(reported) == sorted(made)
     assert len(replicas[0]) == 0
+
+
+_CREATE_WITH_KEYS = """
+import sys
+
+import redis
+
+from sidecar.core.manager import SessionManager
+from sidecar.core.models import GenerationRequest
+from sidecar.store.redis import RedisSessionStore
+
+url, prefix = sys.argv[1:3]
+store = RedisSessionStore(redis.Redis.from_url(url, socket_timeout=5), prefix)
+manager = SessionManager(store=store)
+request = GenerationRequest(story_text="A fox finds a lantern in the snow.")
+for n in range(50):
+    print(manager.create_session(request, f"key-{n}").session_id, flush=True)
+"""
+
+
+def test_two_processes_sending_the_same_keys_create_one_session_per_key(
+    redis_server: RedisServer,
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CREATE_WITH_KEYS, redis_server.url, prefix],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=120)[0].split() for run in runs]
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=5)
+    store = RedisSessionStore(client, prefix)
+    try:
+        assert [run.returncode for run in runs] == [0, 0]
+        assert outputs[0] == outputs[1]
+        assert len(set(outputs[0])) == 50
+        assert len(store) == 50
+    finally:
+        store.clear()
+        client.close()

@@ -3,12 +3,10 @@ Redis store on a real redis-server. The rules come from sidecar.core.rules, as i
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
-from conftest import C, F, P, R
+from conftest import C, F, MakeStore, P, R
 from store_helpers import attempt, create, move, to
 
 from sidecar.core.clock import ManualClock, to_micros
@@ -22,42 +20,7 @@ from sidecar.core.models import (
     ScenePrompt,
 )
 from sidecar.core.rules import WORK_STATUSES, ExpiryRule
-from sidecar.store import Change, InMemorySessionStore, SessionStore, StaleScenesError
-
-MakeStore = Callable[[], SessionStore]
-
-
-@pytest.fixture(params=["memory", "redis"])
-def make_store(request: pytest.FixtureRequest) -> Iterator[MakeStore]:
-    """make_store(): stores sharing one set of sessions (for Redis: one prefix, each store with
-    its own connection pool, as replicas would)."""
-    if request.param == "memory":
-        shared = InMemorySessionStore()
-        yield lambda: shared
-        return
-    import redis
-
-    from sidecar.store.redis import RedisSessionStore
-
-    server = request.getfixturevalue("redis_server")
-    prefix = f"t{uuid.uuid4().hex[:12]}"
-    clients: list[redis.Redis] = []
-
-    def make() -> SessionStore:
-        client = redis.Redis.from_url(server.url, socket_timeout=5)
-        clients.append(client)
-        return RedisSessionStore(client, prefix)
-
-    yield make
-    if clients:
-        RedisSessionStore(clients[0], prefix).clear()
-    for client in clients:
-        client.close()
-
-
-@pytest.fixture
-def store(make_store: MakeStore) -> SessionStore:
-    return make_store()
+from sidecar.store import Change, SessionStore, StaleScenesError
 
 
 def all_sessions(store: SessionStore) -> list[GenerationSession]:

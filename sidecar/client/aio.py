@@ -135,17 +135,27 @@ class AsyncSidecarClient:
         status: GenerationStatus | str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        *,
+        stuck: bool = False,
     ) -> SessionPage:
-        """One page of summaries in creation order; pass next_cursor back for the next."""
-        return await self.send(_calls.list_sessions(status, limit, cursor))
+        """One page of summaries in creation order; pass next_cursor back for the next.
+
+        With `stuck`, only stuck sessions (processing, not updated for longer than
+        stuck_after_seconds), oldest last update first.
+        """
+        return await self.send(_calls.list_sessions(status, limit, cursor, stuck))
 
     async def iter_sessions(
-        self, status: GenerationStatus | str | None = None, page_size: int = 1000
+        self,
+        status: GenerationStatus | str | None = None,
+        page_size: int = 1000,
+        *,
+        stuck: bool = False,
     ) -> AsyncIterator[SessionSummary]:
-        """Every session's summary, walking the pages by their cursor."""
+        """Every session's summary (with `stuck`, every stuck one's), walking the pages."""
         cursor: str | None = None
         while True:
-            page = await self.list_sessions(status, page_size, cursor)
+            page = await self.list_sessions(status, page_size, cursor, stuck=stuck)
             for item in page.items:
                 yield item
             if page.next_cursor is None:

@@ -155,9 +155,12 @@ class CallBuilder:
 
     @staticmethod
     def list_sessions(
-        status: GenerationStatus | str | None, limit: int | None, cursor: str | None
+        status: GenerationStatus | str | None,
+        limit: int | None,
+        cursor: str | None,
+        stuck: bool = False,
     ) -> Call[SessionPage]:
-        params: dict[str, str | int] = {}
+        params: dict[str, str | int] = {"stuck": "true"} if stuck else {}
         if status is not None:
             params["status"] = str(status)
         if limit is not None:

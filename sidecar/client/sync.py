@@ -139,17 +139,27 @@ class SidecarClient:
         status: GenerationStatus | str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        *,
+        stuck: bool = False,
     ) -> SessionPage:
-        """One page of summaries in creation order; pass next_cursor back for the next."""
-        return self.send(_calls.list_sessions(status, limit, cursor))
+        """One page of summaries in creation order; pass next_cursor back for the next.
+
+        With `stuck`, only stuck sessions (processing, not updated for longer than
+        stuck_after_seconds), oldest last update first.
+        """
+        return self.send(_calls.list_sessions(status, limit, cursor, stuck))
 
     def iter_sessions(
-        self, status: GenerationStatus | str | None = None, page_size: int = 1000
+        self,
+        status: GenerationStatus | str | None = None,
+        page_size: int = 1000,
+        *,
+        stuck: bool = False,
     ) -> Iterator[SessionSummary]:
-        """Every session's summary, walking the pages by their cursor."""
+        """Every session's summary (with `stuck`, every stuck one's), walking the pages."""
         cursor: str | None = None
         while True:
-            page = self.list_sessions(status, page_size, cursor)
+            page = self.list_sessions(status, page_size, cursor, stuck=stuck)
             yield from page.items
             if page.next_cursor is None:
                 return

@@ -5,7 +5,10 @@ SessionManagerError
 ├── SessionCapacityError                            .max_sessions
 ├── SessionLockError                                .timeout
 ├── InvalidTransitionError                          .session_id .current .requested
-└── SessionValidationError   (also a ValueError)    .errors: list of {loc, msg, type}
+├── SessionValidationError   (also a ValueError)    .errors: list of {loc, msg, type}
+└── IdempotencyKeyError                             .key .session_id (the key's session)
+    ├── IdempotencyKeyReusedError                   the key came with another request
+    └── IdempotencyKeySpentError                    the key's session has been removed
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "IdempotencyKeyError",
+    "IdempotencyKeyReusedError",
+    "IdempotencyKeySpentError",
     "InvalidTransitionError",
     "SessionCapacityError",
     "SessionLockError",
@@ -66,3 +72,28 @@ class SessionValidationError(SessionManagerError, ValueError):
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         super().__init__("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))
         self.errors = errors
+
+
+class IdempotencyKeyError(SessionManagerError):
+    """A create's Idempotency-Key is remembered and cannot be answered with its session."""
+
+    def __init__(self, message: str, key: str, session_id: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.session_id = session_id
+
+
+class IdempotencyKeyReusedError(IdempotencyKeyError):
+    """The key was first sent with another request; nothing was created."""
+
+    def __init__(self, key: str, session_id: str) -> None:
+        super().__init__("the Idempotency-Key was used with another request", key, session_id)
+
+
+class IdempotencyKeySpentError(IdempotencyKeyError):
+    """The key created a session that has since been removed; nothing was created."""
+
+    def __init__(self, key: str, session_id: str) -> None:
+        super().__init__(
+            f"the Idempotency-Key created session {session_id}, since removed", key, session_id
+        )

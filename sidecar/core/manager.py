@@ -188,6 +188,23 @@ class SessionManager(Retention, Changes):
         last = page[-1] if more else None
         return page, None if last is None else (to_micros(last.created_at), last.session_id)
 
+    def list_stuck_sessions(
+        self, after: Cursor | None = None, limit: int = 100
+    ) -> tuple[list[GenerationSession], Cursor | None]:
+        """A page of stuck sessions (in STUCK_STATUS, last updated more than
+        stuck_after_seconds ago, strictly, as the stuck gauge counts), oldest update first,
+        and the cursor (updated_us, id) of the next page (None at the end)."""
+        if limit < 1:
+            raise SessionValidationError(
+                [{"loc": ["limit"], "msg": "must be at least 1", "type": "greater_than_equal"}]
+            )
+        cutoff = to_micros(self._now()) - micros(self._config.stuck_after_seconds)
+        page = self._store.page_stuck(STUCK_STATUS, cutoff, after, limit + 1)
+        more = len(page) > limit
+        page = page[:limit]
+        last = page[-1] if more else None
+        return page, None if last is None else (to_micros(last.updated_at), last.session_id)
+
     def _every(self, status: GenerationStatus | None) -> list[GenerationSession]:
         out: list[GenerationSession] = []
         after: Cursor | None = None

@@ -9,10 +9,13 @@ from sidecar.core.checks import (
 )
 from sidecar.core.clock import to_micros
 from sidecar.core.errors import (
+    IdempotencyKeyReusedError,
+    IdempotencyKeySpentError,
     SessionCapacityError,
     SessionManagerError,
 )
 from sidecar.core.events import EventType, RemovalReason
+from sidecar.core.idempotency import idempotency_rule
 from sidecar.core.ids import new_session_id
 from sidecar.core.models import GenerationRequest, GenerationSession, GenerationStatus
 from sidecar.core.rules import (
@@ -22,6 +25,8 @@ from sidecar.core.rules import (
 from sidecar.core.state import ManagerState
 from sidecar.store import (
     BATCH,
+    CreateOutcome,
+    KeyOutcome,
 )
 
 __all__ = ["Retention"]
@@ -33,8 +38,16 @@ _S = GenerationStatus
 class Retention(ManagerState):
     """Create sessions within capacity; remove, expire and purge them in bounded batches."""
 
-    def create_session(self, request: GenerationRequest) -> GenerationSession:
-        """Store a new pending session, making room first if the manager is full."""
+    def create_session(
+        self, request: GenerationRequest, idempotency_key: str | None = None
+    ) -> GenerationSession:
+        """Store a new pending session, making room first if the manager is full.
+
+        With `idempotency_key`, at most one session per key: a repeat of the same request
+        returns the session the key created (as it is now) and creates nothing; the key with
+        another request raises IdempotencyKeyReusedError, and a key whose session has since
+        been removed IdempotencyKeySpentError. A rejected create (full) records no key.
+        """
         request = check_request(request)
         session_id = new_session_id()  # may call os.urandom: before the store call
         if self._closed:
@@ -50,7 +63,14 @@ class Retention(ManagerState):
             policy=cfg.capacity_policy,
             eviction_order=EVICTION_ORDER,
             expiry=self._expiry(now_us, None),
+            idempotency=(
+                None
+                if idempotency_key is None
+                else idempotency_rule(idempotency_key, request, now_us, cfg)
+            ),
         )
+        if outcome.key not in (None, KeyOutcome.NEW):
+            return self._remembered(outcome, idempotency_key or "")
         events = self._removed(outcome.expired, RemovalReason.EXPIRED)
         events += self._removed(outcome.evicted, RemovalReason.EVICTED)
         session = outcome.session
@@ -64,6 +84,16 @@ class Retention(ManagerState):
         if outcome.evicted:
             self._evictions.add([s.session_id for s in outcome.evicted], now, cfg.max_sessions)
         return session
+
+    @staticmethod
+    def _remembered(outcome: CreateOutcome, key: str) -> GenerationSession:
+        """The answer to a create whose key the store remembered (it changed nothing)."""
+        original = outcome.original_id or ""
+        if outcome.key is KeyOutcome.REUSED:
+            raise IdempotencyKeyReusedError(key, original)
+        if outcome.session is None:
+            raise IdempotencyKeySpentError(key, original)
+        return outcome.session
 
     def remove_session(self, session_id: str) -> bool:
         """Remove one session; False if there was none with this id."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
 from sidecar.core.config import CapacityPolicy
@@ -22,12 +23,15 @@ __all__ = [
     "CreateOutcome",
     "Cursor",
     "ExpiryRule",
+    "IdempotencyKey",
+    "KeyOutcome",
     "SessionStore",
     "StaleScenesError",
     "StoreFigures",
 ]
 
-# A position in creation order: (created_at in Unix microseconds, session_id).
+# A position in creation order, (created_at in Unix microseconds, session_id); in the stuck
+# listing, a position in last-update order, (updated_at, session_id).
 Cursor = tuple[int, str]
 BATCH = 1000  # sessions one expire or purge call removes at most: no call holds a store long
 
@@ -72,12 +76,43 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """A create's Idempotency-Key, the fingerprint of its request, and how long and how many
+    keys the store remembers (the rule data comes from `sidecar.core.idempotency`).
+
+    A key recorded strictly before `forget_before_us` is forgotten; past `max_keys` keys the
+    oldest are forgotten first (at most a batch per call).
+    """
+
+    key: str
+    fingerprint: str
+    forget_before_us: int
+    max_keys: int
+
+
+class KeyOutcome(StrEnum):
+    """What a create with an Idempotency-Key found."""
+
+    NEW = "new"  # the key was not remembered: recorded with the new session (unless rejected)
+    REPLAYED = "replayed"  # same key, same request: the session it created, nothing new
+    REUSED = "reused"  # same key, another request: nothing created
+    SPENT = "spent"  # same key, same request, but its session has since been removed
+
+
+@dataclass(frozen=True, slots=True)
 class CreateOutcome:
-    """What a create did: the new session (None when rejected) and whom it removed first."""
+    """What a create did: the new session (None when rejected) and whom it removed first.
+
+    With an Idempotency-Key, `key` says what the store found; on a replay `session` is the
+    session the key created (as stored now), and `original_id` names it on every outcome but
+    NEW.
+    """
 
     session: GenerationSession | None
     expired: list[GenerationSession] = field(default_factory=list)
     evicted: list[GenerationSession] = field(default_factory=list)
+    key: KeyOutcome | None = None
+    original_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +142,15 @@ class SessionStore(Protocol):
         eviction_order: Sequence[Sequence[GenerationStatus]],
         expiry: Sequence[ExpiryRule],
         batch: int = BATCH,
+        idempotency: IdempotencyKey | None = None,
     ) -> CreateOutcome:
         """Insert a pending session; when full, expire first (up to `batch`), then evict the
-        oldest of the first group of `eviction_order` that holds one, or reject."""
+        oldest of the first group of `eviction_order` that holds one, or reject.
+
+        With `idempotency`, the key is looked up first, in the same atomic step: a remembered
+        key creates nothing (REPLAYED, REUSED or SPENT); a new one is recorded with the session
+        it creates, and not at all when the create is rejected.
+        """
         ...
 
     def update(
@@ -156,6 +197,17 @@ class SessionStore(Protocol):
         self, status: GenerationStatus | None, after: Cursor | None, limit: int
     ) -> list[GenerationSession]:
         """Up to `limit` sessions in creation order, starting just after `after`."""
+        ...
+
+    def page_stuck(
+        self,
+        status: GenerationStatus,
+        updated_before_us: int,
+        after: Cursor | None,
+        limit: int,
+    ) -> list[GenerationSession]:
+        """Up to `limit` sessions in `status` last updated strictly before `updated_before_us`,
+        oldest update first, starting just after `after` (updated_us, id): O(log n + limit)."""
         ...
 
     def get(self, session_id: str) -> GenerationSession | None:

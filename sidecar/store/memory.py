@@ -31,6 +31,8 @@ from sidecar.store.base import (
     Change,
     CreateOutcome,
     Cursor,
+    IdempotencyKey,
+    KeyOutcome,
     StaleScenesError,
     StoreFigures,
 )
@@ -52,6 +54,9 @@ class InMemorySessionStore:
             status: SortedList() for status in GenerationStatus
         }
         self._created_sum = 0
+        # Idempotency-Keys: key -> (recorded at, fingerprint, session id), and by record time.
+        self._keys: dict[str, tuple[int, str, str]] = {}
+        self._keys_by_time: SortedList = SortedList()
 
     # ------------------------------------------------------------------ index upkeep (locked)
 
@@ -117,6 +122,28 @@ class InMemorySessionStore:
                 return str(min(heads)[1])
         return None
 
+    def _forget_key(self, key: str) -> None:
+        recorded, _, _ = self._keys.pop(key)
+        self._keys_by_time.remove((recorded, key))
+
+    def _find_key(self, rule: IdempotencyKey, batch: int) -> tuple[int, str, str] | None:
+        """Forget up to `batch` keys past their time, then look `rule.key` up."""
+        old = self._keys_by_time.irange(maximum=(rule.forget_before_us,))
+        for _, key in list(itertools.islice(old, batch)):
+            self._forget_key(key)
+        found = self._keys.get(rule.key)
+        if found is not None and found[0] < rule.forget_before_us:  # left by the batch bound
+            self._forget_key(rule.key)
+            return None
+        return found
+
+    def _record_key(self, rule: IdempotencyKey, now_us: int, session_id: str, batch: int) -> None:
+        self._keys[rule.key] = (now_us, rule.fingerprint, session_id)
+        self._keys_by_time.add((now_us, rule.key))
+        over = min(len(self._keys) - rule.max_keys, batch)
+        for _, key in list(self._keys_by_time[: max(over, 0)]):
+            self._forget_key(key)
+
     # ------------------------------------------------------------------ rule-bearing operations
 
     def create(
@@ -130,8 +157,12 @@ class InMemorySessionStore:
         eviction_order: Sequence[Sequence[GenerationStatus]],
         expiry: Sequence[ExpiryRule],
         batch: int = BATCH,
+        idempotency: IdempotencyKey | None = None,
     ) -> CreateOutcome:
-        """Insert a pending session; at capacity expire first, then evict or reject."""
+        """Insert a pending session; at capacity expire first, then evict or reject.
+
+        A remembered Idempotency-Key creates nothing; a new one is recorded with the session.
+        """
         now = from_micros(now_us)
         session = GenerationSession(
             session_id=session_id,
@@ -143,12 +174,23 @@ class InMemorySessionStore:
         )
         expired: list[GenerationSession] = []
         evicted: list[GenerationSession] = []
+        key = None if idempotency is None else KeyOutcome.NEW
         with self._lock:
+            if (
+                idempotency is not None
+                and (found := self._find_key(idempotency, batch)) is not None
+            ):
+                _, fingerprint, original = found
+                if fingerprint != idempotency.fingerprint:
+                    return CreateOutcome(None, key=KeyOutcome.REUSED, original_id=original)
+                stored = self._sessions.get(original)
+                outcome = KeyOutcome.SPENT if stored is None else KeyOutcome.REPLAYED
+                return CreateOutcome(stored, key=outcome, original_id=original)
             if len(self._sessions) >= capacity:
                 expired = self._expire(expiry, batch)
             while len(self._sessions) >= capacity:
                 if policy is CapacityPolicy.REJECT:
-                    return CreateOutcome(None, expired, evicted)
+                    return CreateOutcome(None, expired, evicted, key)
                 victim = self._victim(eviction_order)
                 if victim is None:
                     raise ValueError("eviction order names no status that holds a session")
@@ -158,7 +200,9 @@ class InMemorySessionStore:
                 raise ValueError(f"session id already stored: {session_id}")
             self._sessions[session_id] = session
             self._index(session)
-        return CreateOutcome(session, expired, evicted)
+            if idempotency is not None:
+                self._record_key(idempotency, now_us, session_id, batch)
+        return CreateOutcome(session, expired, evicted, key)
 
     def update(
         self, session_id: str, now_us: int, change: Change
@@ -255,6 +299,21 @@ class InMemorySessionStore:
             keys = index.irange(minimum=after, inclusive=(False, True)) if after else iter(index)
             return [self._sessions[sid] for _, sid in itertools.islice(keys, max(limit, 0))]
 
+    def page_stuck(
+        self,
+        status: GenerationStatus,
+        updated_before_us: int,
+        after: Cursor | None,
+        limit: int,
+    ) -> list[GenerationSession]:
+        """Up to `limit` sessions in `status` last updated strictly before `updated_before_us`,
+        oldest update first, just after `after`: a range of the last-update index."""
+        with self._lock:
+            keys = self._by_status_updated[status].irange(
+                minimum=after, maximum=(updated_before_us,), inclusive=(False, False)
+            )
+            return [self._sessions[sid] for _, sid in itertools.islice(keys, max(limit, 0))]
+
     def get(self, session_id: str) -> GenerationSession | None:
         """The session as stored, or None."""
         return self._sessions.get(session_id)  # one dict read: atomic under the GIL
@@ -271,4 +330,4 @@ class InMemorySessionStore:
             for index in (*self._by_status_created.values(), *self._by_status_updated.values()):
                 index.clear()
             self._created_sum = 0
-            return held
+            return held  # Idempotency-Keys stay: a repeat finds its session gone (SPENT)

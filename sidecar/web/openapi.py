@@ -107,7 +107,28 @@ def _page_parameters() -> list[dict[str, Any]]:
             "description": "next_cursor of the previous page.",
             "schema": {"type": "string", "maxLength": 512},
         },
+        {
+            "name": "stuck",
+            "in": "query",
+            "description": (
+                "Only stuck sessions (processing, not updated for longer than "
+                "stuck_after_seconds), oldest last update first."
+            ),
+            "schema": {"type": "boolean", "default": False},
+        },
     ]
+
+
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "A key that makes a retried create safe: at most one session per key. An RFC 8941 "
+        'quoted string, such as "8e03978e-40d5-43e8-bc93-6894a57f9324".'
+    ),
+    "schema": {"type": "string", "pattern": r'^"([ !#-\[\]-~]|\\[\\"])+"$'},
+}
 
 
 def _error_response(status: int, scope: Scope) -> dict[str, Any]:
@@ -152,6 +173,8 @@ def _operation(
     params = _path_parameters(op.rule)
     if op.paged:
         params += _page_parameters()
+    if op.idempotent:
+        params.append(_IDEMPOTENCY_KEY)
     if params:
         doc["parameters"] = params
     if op.body is not None:

@@ -18,6 +18,8 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTo
 from werkzeug.wrappers import Response as BaseResponse
 
 from sidecar.core.errors import (
+    IdempotencyKeyReusedError,
+    IdempotencyKeySpentError,
     InvalidTransitionError,
     SessionCapacityError,
     SessionLockError,
@@ -65,9 +67,11 @@ PROBLEM_TYPES: Mapping[str, tuple[int, str]] = {
     "session-not-found": (404, "Session not found"),
     "method-not-allowed": (405, "Method not allowed"),
     "invalid-transition": (409, "Invalid transition"),
+    "idempotency-key-spent": (409, "Idempotency-Key spent"),
     "body-too-large": (413, "Request body too large"),
     "unsupported-media-type": (415, "Unsupported media type"),
     "validation-error": (422, "Validation failed"),
+    "idempotency-key-reused": (422, "Idempotency-Key reused"),
     "capacity-exceeded": (429, "Session capacity reached"),
     "internal-error": (500, "Internal server error"),
     "shutting-down": (503, "Shutting down"),
@@ -205,6 +209,23 @@ def register_error_handlers(app: Flask) -> None:
     def _invalid(exc: SessionValidationError) -> Response:
         # The core validates values that came from the request body.
         return validation_problem(exc.errors).to_response()
+
+    @app.errorhandler(IdempotencyKeyReusedError)
+    def _key_reused(exc: IdempotencyKeyReusedError) -> Response:
+        return Problem(
+            "idempotency-key-reused",
+            "this Idempotency-Key was first sent with another request body; "
+            "send a new key for a new session",
+        ).to_response()
+
+    @app.errorhandler(IdempotencyKeySpentError)
+    def _key_spent(exc: IdempotencyKeySpentError) -> Response:
+        return Problem(
+            "idempotency-key-spent",
+            f"this Idempotency-Key created session {short(exc.session_id)}, which has since "
+            "been removed; send a new key for a new session",
+            session_id=exc.session_id,
+        ).to_response()
 
     @app.errorhandler(SessionCapacityError)
     def _full(exc: SessionCapacityError) -> Response:

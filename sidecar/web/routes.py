@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.core.config import ManagerConfig
+from sidecar.core.idempotency import KEYS_PER_SESSION, MAX_KEY_LENGTH
 from sidecar.core.models import GenerationRequest, GenerationSession, ProgressUpdate, ScenePrompt
 from sidecar.core.rules import RECOVER_RULE, RECOVERED_MESSAGE
 from sidecar.web.auth import API_PREFIX
@@ -42,7 +43,7 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 SESSIONS = API_PREFIX + "/sessions"
 SESSION = SESSIONS + "/<session_id>"
-# The converter of a scene number in a path: ASCII digits (sidecar.web.views.SceneNumber).
+# The converter of a scene number in a path: ASCII digits (sidecar.web.inputs.SceneNumber).
 SCENE_CONVERTER = "scene"
 
 
@@ -62,7 +63,8 @@ class Operation:
     also: tuple[int, ...] = ()  # other success statuses, with the same body
     headers: tuple[str, ...] = ()  # headers every success carries
     path_wins: tuple[str, ...] = ()  # body fields the path overrides (optional in the body)
-    paged: bool = False  # takes ?status=, ?limit= and ?cursor=
+    paged: bool = False  # takes ?status=, ?limit=, ?cursor= and ?stuck=
+    idempotent: bool = False  # takes an Idempotency-Key header
     description: str = ""  # what the summary leaves out: rules, refusals
 
 
@@ -72,15 +74,32 @@ _FINISHED = (
     "progress or scenes answers 409 invalid-transition."
 )
 _SESSION_CHANGE = (404, *_BODY_ERRORS)
+_IDEMPOTENT_CREATE = (
+    "With an Idempotency-Key header (an RFC 8941 quoted string of 1 to "
+    f"{MAX_KEY_LENGTH} characters, as the IETF httpapi Idempotency-Key draft writes it) at most "
+    "one session is created per key: the same key with the same request answers as the first "
+    "did (201, the same Location, the session as it is now); with another request it answers "
+    "422 idempotency-key-reused, and once the key's session has been removed 409 "
+    "idempotency-key-spent. A key is remembered for session_max_age_seconds from its create, "
+    f"and at most {KEYS_PER_SESSION} x max_sessions keys (the oldest forgotten first); a "
+    "create refused for capacity (429) does not use up its key."
+)
+_STUCK_LISTING = (
+    "With stuck=true, only stuck sessions: processing and not updated for longer than "
+    "stuck_after_seconds (as the sidecar_sessions_stuck gauge counts them), oldest last "
+    "update first, paged with the cursor the same way; their ids can go to POST "
+    "/api/v1/sessions/bulk/status."
+)
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "POST", SESSIONS, "create_session", 201, "Create a session from a generation request",
-        GenerationRequest, GenerationSession, (*_BODY_ERRORS, 429), headers=("Location",),
+        GenerationRequest, GenerationSession, (*_BODY_ERRORS, 409, 429), headers=("Location",),
+        idempotent=True, description=_IDEMPOTENT_CREATE,
     ),
     Operation(
         "GET", SESSIONS, "list_sessions", 200, "List session summaries in creation order",
-        response=SessionPage, errors=(422,), paged=True,
+        response=SessionPage, errors=(422,), paged=True, description=_STUCK_LISTING,
     ),
     Operation(
         "POST", SESSIONS + "/bulk/status", "bulk_status", 200,

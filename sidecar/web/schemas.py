@@ -277,3 +277,6 @@ class ProblemDetails(BaseModel):
     requested: str | None = Field(
         None, description="The status or change asked for (invalid transitions only)."
     )
+    session_id: str | None = Field(
+        None, description="The session an Idempotency-Key created (idempotency-key-spent only)."
+    )

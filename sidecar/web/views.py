@@ -6,37 +6,34 @@ fields), call the manager once, and serialize with adapters built at import time
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
-import json
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, Response, request
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 from pydantic_core import from_json, to_json
-from werkzeug.routing import IntegerConverter
 
 from sidecar.core.errors import SessionNotFoundError, SessionValidationError
 from sidecar.core.models import (
     MAX_SCENES,
     GenerationRequest,
     GenerationSession,
-    GenerationStatus,
     ProgressUpdate,
     ScenePrompt,
 )
-from sidecar.store import Cursor
-from sidecar.web.problems import Problem, from_pydantic, short, validation_problem
-from sidecar.web.routes import (
-    DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
-    OPERATIONS,
-    SCENE_CONVERTER,
-    SESSIONS,
+from sidecar.web.inputs import (
+    SceneNumber,
+    declared_length,
+    encode_cursor,
+    idempotency_key,
+    is_json,
+    page_query,
+    path_n_problem,
+    validated,
 )
+from sidecar.web.problems import Problem, short, validation_problem
+from sidecar.web.routes import OPERATIONS, SCENE_CONVERTER, SESSIONS
 from sidecar.web.schemas import (
     BulkStatusRequest,
     BulkStatusResult,
@@ -49,95 +46,19 @@ from sidecar.web.schemas import (
 )
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIEnvironment
-
     from sidecar.web.context import Sidecar
 
-__all__ = [
-    "SceneNumber",
-    "allowed_methods",
-    "decode_cursor",
-    "encode_cursor",
-    "register_routes",
-]
+__all__ = ["allowed_methods", "register_routes"]
 
 JSON = "application/json"
 
 T = TypeVar("T")
-
 
 # Built once: validators and serializers are the costly part of pydantic to construct.
 _generation_request = TypeAdapter(GenerationRequest)
 _progress = TypeAdapter(ProgressUpdate)
 _scene = TypeAdapter(ScenePrompt)
 _session = TypeAdapter(GenerationSession)
-_status = TypeAdapter(GenerationStatus)
-_QUERY = frozenset({"status", "limit", "cursor"})
-_LIMIT = re.compile(r"[0-9]{1,7}")
-_MAX_CURSOR = 512
-
-
-def encode_cursor(cursor: Cursor) -> str:
-    """An opaque, URL-safe form of a list position."""
-    raw = json.dumps([cursor[0], cursor[1]], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def decode_cursor(text: str) -> Cursor | None:
-    """The position `encode_cursor` made, or None if `text` is not one."""
-    if len(text) > _MAX_CURSOR:
-        return None
-    try:
-        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
-        value = json.loads(raw)
-    except (binascii.Error, ValueError):
-        return None
-    if (
-        isinstance(value, list)
-        and len(value) == 2
-        and type(value[0]) is int
-        and isinstance(value[1], str)
-    ):
-        return value[0], value[1]
-    return None
-
-
-class SceneNumber(IntegerConverter):
-    """A scene number in a path: ASCII digits only.
-
-    werkzeug's int converter takes any Unicode digit, so an Arabic-Indic one would be scene 1.
-    Any run of ASCII digits matches, so a number out of range is the view's 422, never a 404.
-    """
-
-    regex = r"[0-9]+"
-
-    def to_python(self, value: str) -> int:
-        # int() refuses more than 4300 digits; a number that long is out of range anyway.
-        return int(value) if len(value) <= 20 else 10**20
-
-
-def _is_json(content_type: str) -> bool:
-    """Werkzeug's Request.is_json, on the raw header: application/json or application/*+json."""
-    kind = content_type.partition(";")[0].strip().lower()
-    if kind == "application/json":
-        return True
-    return kind.startswith("application/") and kind.endswith("+json")
-
-
-def _declared_length(environ: WSGIEnvironment) -> int | None:
-    """The body's Content-Length, if it is a plain number and nothing else frames the body."""
-    text = environ.get("CONTENT_LENGTH")
-    if not text or not (text.isascii() and text.isdigit()) or "HTTP_TRANSFER_ENCODING" in environ:
-        return None
-    return int(text)
-
-
-def _validated(validate: Callable[[Any], T], data: Any) -> T:
-    """`data` checked by `validate` (a TypeAdapter's or model's); a 422 if it does not pass."""
-    try:
-        return validate(data)
-    except ValidationError as exc:
-        raise from_pydantic(exc) from None
 
 
 def _json(payload: bytes, status: int = 200) -> Response:
@@ -159,7 +80,7 @@ class Api:
     def _json_body(self) -> Any:
         """The request's body, parsed as JSON: 415, 413 or 400 when it cannot be."""
         environ = request.environ
-        if not _is_json(environ.get("CONTENT_TYPE", "")):
+        if not is_json(environ.get("CONTENT_TYPE", "")):
             raise Problem(
                 "unsupported-media-type",
                 "the request body must be JSON (Content-Type: application/json)",
@@ -173,7 +94,7 @@ class Api:
                 "send the body uncompressed",
                 headers={"Accept-Encoding": "identity"},
             )
-        length = _declared_length(environ)
+        length = declared_length(environ)
         if length is not None and length <= self._max_body:
             # Exactly the declared length, straight from the server's buffer: get_data() would
             # wrap it in a LimitedStream and read it in chunks (PEP 3333 allows either).
@@ -187,21 +108,28 @@ class Api:
 
     def _body(self, validate: Callable[[Any], T]) -> T:
         """The request's JSON body, checked by `validate`."""
-        return _validated(validate, self._json_body())
+        return validated(validate, self._json_body())
 
     # ---------------------------------------------------------------- sessions
 
     def create_session(self) -> Response:
+        # A repeat with the same key answers as the first did: 201, the same Location.
+        key = idempotency_key()
         generation = self._body(_generation_request.validate_python)
-        session = self._manager.create_session(generation)
+        session = self._manager.create_session(generation, key)
         location = f"{SESSIONS}/{session.session_id}"
         response = _session_json(session, 201)
         response.headers["Location"] = location
         return response
 
     def list_sessions(self) -> Response:
-        status, cursor, limit = _page_query()
-        sessions, following = self._manager.list_sessions(status, cursor, limit)
+        query = page_query()
+        if query.stuck:
+            sessions, following = self._manager.list_stuck_sessions(query.cursor, query.limit)
+        else:
+            sessions, following = self._manager.list_sessions(
+                query.status, query.cursor, query.limit
+            )
         now = self._manager.clock.now()
         page = {
             "items": [s.summary(now) for s in sessions],
@@ -240,10 +168,10 @@ class Api:
 
     def put_scene(self, session_id: str, n: int) -> Response:
         if not 1 <= n <= MAX_SCENES:
-            raise _path_n_problem(f"must be between 1 and {MAX_SCENES}", "out_of_range")
+            raise path_n_problem(f"must be between 1 and {MAX_SCENES}", "out_of_range")
         # The body is checked as sent (a scene_number in it must be valid too); then n wins.
         data = self._json_body()
-        scene = _validated(
+        scene = validated(
             _scene.validate_python, {"scene_number": n, **data} if isinstance(data, dict) else data
         )
         if scene.scene_number != n:
@@ -251,7 +179,7 @@ class Api:
         try:
             session, added = self._manager.add_scene_to_session(session_id, scene)
         except SessionValidationError as exc:  # n is past the session's num_scenes
-            raise _path_n_problem(exc.errors[0]["msg"], exc.errors[0]["type"]) from None
+            raise path_n_problem(exc.errors[0]["msg"], exc.errors[0]["type"]) from None
         return _session_json(session, 201 if added else 200)
 
     def put_scenes(self, session_id: str) -> Response:
@@ -332,58 +260,6 @@ class Api:
             request.headers.get("Accept"), request.headers.get("Accept-Encoding")
         )
         return Response(body, 200, headers)
-
-
-def _page_query() -> tuple[GenerationStatus | None, Cursor | None, int]:
-    args = request.args
-    errors: list[dict[str, Any]] = [
-        {"loc": [name], "msg": "unknown query parameter", "type": "extra_forbidden"}
-        for name in args
-        if name not in _QUERY
-    ]
-    errors += [
-        {"loc": [name], "msg": "given more than once", "type": "repeated"}
-        for name in _QUERY
-        if len(args.getlist(name)) > 1
-    ]
-    status: GenerationStatus | None = None
-    if "status" in args:
-        try:
-            status = _status.validate_python(args["status"])
-        except ValidationError:
-            allowed = ", ".join(s.value for s in GenerationStatus)
-            errors.append({"loc": ["status"], "msg": f"must be one of {allowed}", "type": "enum"})
-    limit = DEFAULT_PAGE_SIZE
-    if "limit" in args:
-        text = args["limit"]
-        if _LIMIT.fullmatch(text) and 1 <= int(text) <= MAX_PAGE_SIZE:
-            limit = int(text)
-        else:
-            errors.append(
-                {
-                    "loc": ["limit"],
-                    "msg": f"must be an integer from 1 to {MAX_PAGE_SIZE}",
-                    "type": "limit",
-                }
-            )
-    cursor: Cursor | None = None
-    if "cursor" in args:
-        cursor = decode_cursor(args["cursor"])
-        if cursor is None:
-            errors.append(
-                {
-                    "loc": ["cursor"],
-                    "msg": "not a cursor this API returned (next_cursor)",
-                    "type": "cursor",
-                }
-            )
-    if errors:
-        raise validation_problem(errors, prefix=("query",))
-    return status, cursor, limit
-
-
-def _path_n_problem(msg: str, kind: str) -> Problem:
-    return validation_problem([{"loc": ["n"], "msg": msg, "type": kind}], prefix=("path",))
 
 
 def allowed_methods(rule: str) -> list[str]:

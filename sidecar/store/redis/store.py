@@ -6,6 +6,7 @@ Keys (all under one hash tag, `{prefix}`, so a Redis Cluster keeps them in one s
 - `{p}:c`          every session by creation, `{p}:c:<status>` the same per status
 - `{p}:u:<status>` sessions by last update, per status (stuck detection)
 - `{p}:sum`        the sum of creation times (average age)
+- `{p}:ik`, `{p}:it` Idempotency-Keys by name and by the time they were recorded (create.lua)
 
 Sorted sets are scored 0 with members `<16-digit micros>:<id>`, so lexical order is the memory
 store's (micros, id) order and every count is a ZLEXCOUNT, O(log n). Nothing here uses KEYS or
@@ -32,6 +33,8 @@ from sidecar.store.base import (
     Change,
     CreateOutcome,
     Cursor,
+    IdempotencyKey,
+    KeyOutcome,
     StaleScenesError,
     StoreFigures,
 )
@@ -50,6 +53,11 @@ _OPERATIONS = ("create", "update", "touch", "remove", "expire", "purge")
 
 
 _FIELD_NAMES = {"pg": "progress", "sc": "scenes", "er": "error_message"}
+_FOUND = {
+    b"replayed": KeyOutcome.REPLAYED,
+    b"reused": KeyOutcome.REUSED,
+    b"spent": KeyOutcome.SPENT,
+}
 
 
 def _pad(us: int) -> bytes:
@@ -115,9 +123,14 @@ class RedisSessionStore:
         eviction_order: Sequence[Sequence[GenerationStatus]],
         expiry: Sequence[ExpiryRule],
         batch: int = BATCH,
+        idempotency: IdempotencyKey | None = None,
     ) -> CreateOutcome:
-        """Insert a pending session; at capacity expire first, then evict or reject."""
-        outcome, expired, evicted = self._run(
+        """Insert a pending session; at capacity expire first, then evict or reject.
+
+        A remembered Idempotency-Key creates nothing; a new one is recorded with the session.
+        """
+        key = idempotency
+        outcome, expired, evicted, original, fields = self._run(
             "create",
             session_id,
             now_us,
@@ -127,7 +140,16 @@ class RedisSessionStore:
             self._rules(expiry),
             batch,
             encode_request(request),
+            "" if key is None else key.key,
+            "" if key is None else key.fingerprint,
+            0 if key is None else key.forget_before_us,
+            0 if key is None else key.max_keys,
         )
+        if outcome in _FOUND:
+            original_id = original.decode()
+            stored = decode_session(original_id, fields) if fields else None
+            return CreateOutcome(stored, key=_FOUND[outcome], original_id=original_id)
+        found = None if key is None else KeyOutcome.NEW
         session = None
         if outcome == b"created":
             session = decode_session(
@@ -143,7 +165,7 @@ class RedisSessionStore:
                     b"er": b"",
                 },
             )
-        return CreateOutcome(session, self._removed(expired), self._removed(evicted))
+        return CreateOutcome(session, self._removed(expired), self._removed(evicted), found)
 
     def update(
         self, session_id: str, now_us: int, change: Change
@@ -273,8 +295,14 @@ class RedisSessionStore:
         """Up to `limit` sessions in creation order, just after `after`; one pipelined read."""
         key = f"{self._tag}:c" if status is None else f"{self._tag}:c:{status.value}"
         low = b"-" if after is None else b"(" + _pad(after[0]) + b":" + after[1].encode()
-        with _reachable("page"):
-            members = self._client.zrangebylex(key, low, b"+", start=0, num=limit)
+        return self._read_members(key, low, b"+", limit, "page")
+
+    def _read_members(
+        self, key: str, low: bytes, high: bytes, limit: int, operation: str
+    ) -> list[GenerationSession]:
+        """The sessions of up to `limit` index members from `low` to `high`, in index order."""
+        with _reachable(operation):
+            members = self._client.zrangebylex(key, low, high, start=0, num=limit)
             ids = [_text(m[17:]) for m in members]
             pipe = self._client.pipeline(transaction=False)
             for sid in ids:
@@ -282,6 +310,20 @@ class RedisSessionStore:
             rows = pipe.execute()
         # A session removed between the two reads is skipped.
         return [decode_session(sid, f) for sid, f in zip(ids, rows, strict=True) if f]
+
+    def page_stuck(
+        self,
+        status: GenerationStatus,
+        updated_before_us: int,
+        after: Cursor | None,
+        limit: int,
+    ) -> list[GenerationSession]:
+        """Up to `limit` sessions in `status` last updated strictly before `updated_before_us`,
+        oldest update first, just after `after`: a lexical range of `u:<status>`, then one
+        pipelined read of the sessions."""
+        key = f"{self._tag}:u:{status.value}"
+        low = b"-" if after is None else b"(" + _pad(after[0]) + b":" + after[1].encode()
+        return self._read_members(key, low, b"(" + _pad(updated_before_us), limit, "page_stuck")
 
     def clear(self) -> int:
         """Remove every session of this prefix, batch by batch; how many."""
