@@ -21,6 +21,8 @@ from sidecar.core.clock import Clock
 from sidecar.core.manager import SessionManager
 from sidecar.metrics import SidecarMetrics
 from sidecar.settings import Settings
+from sidecar.store.observed import ObservedStore
+from sidecar.store.select import default_store_name, open_store
 from sidecar.web.auth import Scope, TokenGuard, scope_of
 from sidecar.web.context import EXTENSION, Sidecar, get_sidecar
 from sidecar.web.problems import UNMATCHED_ROUTE, Problem, register_error_handlers, shutting_down
@@ -141,7 +143,8 @@ def create_app(
 ) -> Flask:
     """Build the app.
 
-    settings: defaults to Settings() read from the SIDECAR_* environment.
+    settings: defaults to Settings() read from the SIDECAR_* environment; its `store` says
+      where a manager built here keeps its sessions.
     manager: an existing manager, left to its owner (not started, not shut down); without
       one the app builds a manager from settings and `clock` and starts its cleanup worker.
     registry: where metrics go; a fresh private registry by default.
@@ -149,10 +152,16 @@ def create_app(
     settings = settings if settings is not None else Settings()
     owns_manager = manager is None
     if manager is None:
-        manager = SessionManager(settings.manager_config, clock=clock)
+        store = ObservedStore(
+            open_store(settings.store, settings.store_prefix, settings.store_timeout_seconds)
+        )
+        manager = SessionManager(settings.manager_config, clock=clock, store=store)
     elif clock is not None and clock is not manager.clock:
         raise ValueError("pass a clock only when create_app builds the manager")
-    metrics = SidecarMetrics(manager, registry=registry)
+    store_name = settings.store_name or default_store_name(
+        settings.store, settings.store_prefix, settings.port
+    )
+    metrics = SidecarMetrics(manager, registry=registry, store_name=store_name)
     guard = TokenGuard(
         settings.secret("api_token"),
         settings.secret("admin_token"),

@@ -9,6 +9,7 @@ from flask import Flask
 from sidecar.core.manager import SessionManager
 from sidecar.metrics import SidecarMetrics
 from sidecar.settings import Settings
+from sidecar.store.errors import StoreUnavailableError
 from sidecar.web.auth import TokenGuard
 
 __all__ = ["EXTENSION", "Sidecar", "get_sidecar"]
@@ -38,7 +39,16 @@ class Sidecar:
             "accepting": not self.draining,
             "manager_open": not self.manager.closed,
             "cleanup_worker_alive": self.manager.worker_alive,
+            "store": self.store_answers(),
         }
+
+    def store_answers(self) -> bool:
+        """True when the store answers a count (one O(1) round trip to Redis)."""
+        try:
+            len(self.manager.store)
+        except StoreUnavailableError:
+            return False
+        return True
 
     def begin_drain(self) -> None:
         """From now on /readyz and the API answer 503."""

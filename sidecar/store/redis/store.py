@@ -35,6 +35,7 @@ from sidecar.store.base import (
     StaleScenesError,
     StoreFigures,
 )
+from sidecar.store.errors import StoreUnavailableError
 from sidecar.store.redis.codec import (
     decode_session,
     encode_error,
@@ -42,7 +43,6 @@ from sidecar.store.redis.codec import (
     encode_request,
     encode_scenes,
 )
-from sidecar.store.redis.target import StoreUnavailableError
 
 __all__ = ["RedisSessionStore"]
 
@@ -84,6 +84,8 @@ def _load(name: str) -> str:
 
 class RedisSessionStore:
     """Sessions in Redis; safe to share between threads and between processes."""
+
+    shared = True  # other replicas use it: a stopping replica leaves it as it is
 
     def __init__(self, client: redis.Redis, prefix: str = "sidecar") -> None:
         self._client = client
