@@ -113,15 +113,9 @@ class SessionCollector(Collector):
     process did are exported either way.
     """
 
-    def __init__(
-        self,
-        manager: SessionManager,
-        store: StoreName | None = None,
-        observed: ObservedStore | None = None,
-    ) -> None:
+    def __init__(self, manager: SessionManager, store: StoreName | None = None) -> None:
         self._manager = manager
         self._store = store or StoreName("memory")
-        self._observed = observed
 
     def describe(self) -> Iterable[Metric]:
         # Families without samples: lets the registry detect duplicate names at registration
@@ -134,8 +128,8 @@ class SessionCollector(Collector):
             snap: ManagerSnapshot | None = manager.snapshot()
         except StoreUnavailableError:
             snap = None
-        up = snap is not None and (self._observed is None or self._observed.up)
-        return list(self._families(manager, snap, up))
+        # The scrape's own figures call is the last store call: it says whether the store is up.
+        return list(self._families(manager, snap, snap is not None))
 
     def _families(
         self, manager: SessionManager | None, snap: ManagerSnapshot | None, up: bool
@@ -182,8 +176,8 @@ class SessionCollector(Collector):
         )
         store_up = GaugeMetricFamily(
             "sidecar_store_up",
-            "1 when the last call to the session store got an answer, 0 when it failed or "
-            "timed out (the state gauges are then absent).",
+            "1 when the session store answered this scrape's read, 0 when it failed or timed "
+            "out (the state gauges are then absent).",
         )
         worker_up = GaugeMetricFamily(
             "sidecar_cleanup_worker_up", "1 while the cleanup worker thread is alive."
@@ -285,7 +279,7 @@ class SidecarMetrics:
         self.store_name = StoreName(store_name)
         store = manager.store
         observed = store if isinstance(store, ObservedStore) else None
-        self.registry.register(SessionCollector(manager, self.store_name, observed))
+        self.registry.register(SessionCollector(manager, self.store_name))
         if process_metrics:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)

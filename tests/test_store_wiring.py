@@ -216,3 +216,56 @@ def test_the_password_is_kept_out_of_the_settings_repr_and_admin_config(
     assert client.post(S, json=STORY).status_code == 201
     for path in ("/api/v1/admin/config", "/openapi.json", "/metrics", "/readyz"):
         assert SECRET not in client.get(path).get_data(as_text=True)
+
+
+def test_a_config_patch_through_one_app_is_in_force_on_the_other_at_its_next_request(
+    redis_server: RedisServer, make_redis_app: MakeRedisApp
+) -> None:
+    prefix = fresh_prefix()
+    one = make_redis_app(redis_server.url, prefix).test_client()
+    two_app = make_redis_app(redis_server.url, prefix)
+    two = two_app.test_client()
+    assert two.post(S, json=STORY).status_code == 201
+
+    patched = one.patch(
+        "/api/v1/admin/config", json={"max_sessions": 1, "capacity_policy": "reject"}
+    )
+
+    assert patched.status_code == 200
+    assert two.post(S, json=STORY).status_code == 429  # its very next request
+    assert two.get("/api/v1/admin/config").get_json()["max_sessions"] == 1
+    registry = get_sidecar(two_app).metrics.registry
+    label = get_sidecar(two_app).metrics.store_name.value
+    two.get("/metrics")
+    assert registry.get_sample_value("sidecar_sessions_capacity", {"store": label}) == 1
+
+
+def test_a_later_replica_starts_with_the_patched_settings_laid_over_its_own(
+    redis_server: RedisServer, make_redis_app: MakeRedisApp
+) -> None:
+    prefix = fresh_prefix()
+    one = make_redis_app(redis_server.url, prefix).test_client()
+    assert one.patch("/api/v1/admin/config", json={"stuck_after_seconds": 77}).status_code == 200
+
+    late = make_redis_app(redis_server.url, prefix, failed_max_age_seconds=600).test_client()
+    config = late.get("/api/v1/admin/config").get_json()
+
+    assert config["stuck_after_seconds"] == 77  # shared
+    assert config["failed_max_age_seconds"] == 600  # its own, no PATCH changed it
+
+
+def test_a_bad_patch_changes_nothing_anywhere(
+    redis_server: RedisServer, make_redis_app: MakeRedisApp
+) -> None:
+    prefix = fresh_prefix()
+    one = make_redis_app(redis_server.url, prefix).test_client()
+    two = make_redis_app(redis_server.url, prefix).test_client()
+
+    bad = one.patch("/api/v1/admin/config", json={"warning_utilization": 0.95})
+
+    assert bad.status_code == 422  # above the critical 0.9
+    assert two.get("/api/v1/admin/config").get_json()["warning_utilization"] == 0.7
+    assert one.get("/api/v1/admin/config").get_json()["warning_utilization"] == 0.7
+    # nothing of it was saved either: a good PATCH afterwards applies everywhere
+    assert one.patch("/api/v1/admin/config", json={"max_sessions": 5}).status_code == 200
+    assert two.get("/api/v1/admin/config").get_json()["max_sessions"] == 5

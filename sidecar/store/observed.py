@@ -1,6 +1,6 @@
-"""ObservedStore: any SessionStore, with each call timed and its outcome noted.
+"""ObservedStore: any SessionStore, with each call timed.
 
-`sidecar_store_up` and `sidecar_store_duration_seconds` are read from here. The wrapper adds
+`sidecar_store_duration_seconds` is observed from here. The wrapper adds
 two clock reads per call and imports no metrics library: whoever exports the figures passes a
 `listener(operation, seconds)`.
 """
@@ -15,7 +15,6 @@ from sidecar.core.config import CapacityPolicy
 from sidecar.core.models import GenerationRequest, GenerationSession, GenerationStatus
 from sidecar.core.rules import ExpiryRule
 from sidecar.store.base import BATCH, Change, CreateOutcome, Cursor, SessionStore, StoreFigures
-from sidecar.store.errors import StoreUnavailableError
 
 __all__ = ["OPERATIONS", "Listener", "ObservedStore"]
 
@@ -37,27 +36,21 @@ Listener = Callable[[str, float], None]
 
 
 class ObservedStore:
-    """`inner` with every call timed; `up` is True when the last call got an answer."""
+    """`inner` with every call timed, answered or not (a timeout counts at its length)."""
 
     def __init__(self, inner: SessionStore) -> None:
         self.inner = inner
         self.shared = inner.shared
-        self.up = True
         self.listener: Listener | None = None
 
     def _call(self, operation: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         started = perf_counter()
         try:
-            result = call(*args, **kwargs)
-        except StoreUnavailableError:
-            self.up = False
-            raise
+            return call(*args, **kwargs)
         finally:
             listener = self.listener
             if listener is not None:
                 listener(operation, perf_counter() - started)
-        self.up = True
-        return result
 
     def create(
         self,

@@ -9,12 +9,16 @@ whose Redis is down starts, answers 503 and reports not ready until Redis answer
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING
 
 from sidecar.store.base import SessionStore
 from sidecar.store.memory import InMemorySessionStore
 from sidecar.store.url import redact, store_label
 
-__all__ = ["MEMORY", "default_store_name", "describe_store", "open_store"]
+if TYPE_CHECKING:
+    from sidecar.store.redis.config import RedisSharedSettings
+
+__all__ = ["MEMORY", "default_store_name", "describe_store", "open_store", "shared_settings_of"]
 
 MEMORY = "memory"
 
@@ -27,6 +31,18 @@ def open_store(url: str, prefix: str, timeout: float) -> SessionStore:
     from sidecar.store.redis import RedisSessionStore, connect
 
     return RedisSessionStore(connect(url, timeout), prefix)
+
+
+def shared_settings_of(store: SessionStore, prefix: str) -> RedisSharedSettings | None:
+    """Where replicas of `store` share their live settings; None for a memory store."""
+    if not store.shared:
+        return None
+    from sidecar.store.redis import RedisSessionStore
+    from sidecar.store.redis.config import RedisSharedSettings
+
+    if not isinstance(store, RedisSessionStore):
+        return None
+    return RedisSharedSettings(store.client, prefix)
 
 
 def default_store_name(url: str, prefix: str, port: int) -> str:

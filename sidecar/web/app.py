@@ -19,10 +19,11 @@ from werkzeug.exceptions import HTTPException
 
 from sidecar.core.clock import Clock
 from sidecar.core.manager import SessionManager
+from sidecar.live import SettingsSync
 from sidecar.metrics import SidecarMetrics
 from sidecar.settings import Settings
 from sidecar.store.observed import ObservedStore
-from sidecar.store.select import default_store_name, open_store
+from sidecar.store.select import default_store_name, open_store, shared_settings_of
 from sidecar.web.auth import Scope, TokenGuard, scope_of
 from sidecar.web.context import EXTENSION, Sidecar, get_sidecar
 from sidecar.web.problems import UNMATCHED_ROUTE, Problem, register_error_handlers, shutting_down
@@ -118,6 +119,9 @@ class _Gate:
         try:
             problem = self._admit(scope, environ.get("HTTP_AUTHORIZATION"))
             if problem is None:
+                sync = self._sidecar.settings_sync
+                if sync is not None and scope is not Scope.OPEN:
+                    sync.refresh()  # a PATCH through another replica is in force from here
                 return self._app(environ, recording)
             self._route.rule = self._matched_rule(environ)
             return problem.to_response()(environ, recording)
@@ -151,11 +155,12 @@ def create_app(
     """
     settings = settings if settings is not None else Settings()
     owns_manager = manager is None
+    sync: SettingsSync | None = None
     if manager is None:
-        store = ObservedStore(
-            open_store(settings.store, settings.store_prefix, settings.store_timeout_seconds)
-        )
-        manager = SessionManager(settings.manager_config, clock=clock, store=store)
+        inner = open_store(settings.store, settings.store_prefix, settings.store_timeout_seconds)
+        manager = SessionManager(settings.manager_config, clock=clock, store=ObservedStore(inner))
+        shared = shared_settings_of(inner, settings.store_prefix)
+        sync = None if shared is None else SettingsSync(manager, shared)
     elif clock is not None and clock is not manager.clock:
         raise ValueError("pass a clock only when create_app builds the manager")
     store_name = settings.store_name or default_store_name(
@@ -167,7 +172,7 @@ def create_app(
         settings.secret("admin_token"),
         settings.secret("metrics_token"),
     )
-    sidecar = Sidecar(settings, manager, metrics, guard, owns_manager)
+    sidecar = Sidecar(settings, manager, metrics, guard, owns_manager, settings_sync=sync)
 
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -190,5 +195,5 @@ def create_app(
         app.view_functions[rule.endpoint] = gate.label(view, rule.rule)
     app.wsgi_app = gate  # type: ignore[method-assign]
     if owns_manager:
-        start_worker(manager)
+        start_worker(manager, before_run=None if sync is None else sync.refresh)
     return app

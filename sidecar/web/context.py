@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flask import Flask
 
 from sidecar.core.manager import SessionManager
+from sidecar.live import SettingsSync
 from sidecar.metrics import SidecarMetrics
 from sidecar.settings import Settings
 from sidecar.store.errors import StoreUnavailableError
@@ -27,6 +28,8 @@ class Sidecar:
     guard: TokenGuard
     owns_manager: bool
     draining: bool = False
+    # Live settings shared with the other replicas of a Redis store; None in memory mode.
+    settings_sync: SettingsSync | None = None
 
     @property
     def accepting(self) -> bool:

@@ -44,7 +44,7 @@ from sidecar.store.redis.codec import (
     encode_scenes,
 )
 
-__all__ = ["RedisSessionStore"]
+__all__ = ["RedisSessionStore", "reachable"]
 
 _OPERATIONS = ("create", "update", "touch", "remove", "expire", "purge")
 
@@ -69,7 +69,7 @@ def _member_us(member: bytes) -> int:
 
 
 @contextmanager
-def _reachable(operation: str) -> Iterator[None]:
+def reachable(operation: str) -> Iterator[None]:
     """Turn the client's connection and timeout errors into StoreUnavailableError."""
     try:
         yield
@@ -98,7 +98,7 @@ class RedisSessionStore:
         return self._client
 
     def _run(self, name: str, *args: Any) -> Any:
-        with _reachable(name):
+        with reachable(name):
             return self._scripts[name](keys=[self._tag], args=list(args))
 
     def _removed(self, reply: Sequence[Any]) -> list[GenerationSession]:
@@ -221,12 +221,12 @@ class RedisSessionStore:
     # ------------------------------------------------------------------ reads
 
     def get(self, session_id: str) -> GenerationSession | None:
-        with _reachable("get"):
+        with reachable("get"):
             fields = self._client.hgetall(f"{self._tag}:s:{session_id}")
         return decode_session(session_id, fields) if fields else None
 
     def __len__(self) -> int:
-        with _reachable("count"):
+        with reachable("count"):
             return int(self._client.zcard(f"{self._tag}:c"))
 
     def figures(
@@ -250,7 +250,7 @@ class RedisSessionStore:
         pipe.zrange(f"{tag}:c", 0, 0)
         pipe.zrange(f"{tag}:c", -1, -1)
         pipe.hmget(f"{tag}:sum", "sec", "us")
-        with _reachable("figures"):
+        with reachable("figures"):
             out = pipe.execute()
         n = len(statuses)
         total, counts = int(out[0]), out[1 : 1 + n]
@@ -275,7 +275,7 @@ class RedisSessionStore:
         """Up to `limit` sessions in creation order, just after `after`; one pipelined read."""
         key = f"{self._tag}:c" if status is None else f"{self._tag}:c:{status.value}"
         low = b"-" if after is None else b"(" + _pad(after[0]) + b":" + after[1].encode()
-        with _reachable("page"):
+        with reachable("page"):
             members = self._client.zrangebylex(key, low, b"+", start=0, num=limit)
             ids = [_text(m[17:]) for m in members]
             pipe = self._client.pipeline(transaction=False)
