@@ -702,6 +702,51 @@ def _http_row(builder: dashboard.Dashboard) -> None:
     )
 
 
+def _store_row(builder: dashboard.Dashboard) -> None:
+    builder.with_row(dashboard.Row("Session store").id(27))
+    builder.with_panel(
+        stat_panel(
+            28,
+            "Session store",
+            "Whether each instance's last call to its session store got an answer "
+            "(sidecar_store_up). Normal: up (always, with the memory store). Down: Redis does not "
+            "answer within SIDECAR_STORE_TIMEOUT_SECONDS, the API answers 503 "
+            "store-unavailable and /readyz 503 until it does.",
+            [
+                query(
+                    "A",
+                    f"min by (instance) ({sel('sidecar_store_up')})",
+                    "{{instance}}",
+                    instant=True,
+                )
+            ],
+            span=6,
+        )
+        .mappings(value_text({"0": ("down", "red"), "1": ("up", "green")}))
+        .thresholds(thresholds((None, "red"), (1, "green")))
+    )
+    builder.with_panel(
+        timeseries_panel(
+            29,
+            "p99 store call latency by operation",
+            "99th percentile of one call to the session store, by operation, over the "
+            "selected instances. Normal: microseconds in memory, a loopback round trip "
+            "(well under 1 ms) on Redis; calls that time out count at the timeout.",
+            [
+                query(
+                    "A",
+                    "histogram_quantile(0.99, sum by (le, operation) ("
+                    + rate("sidecar_store_duration_seconds_bucket")
+                    + "))",
+                    "{{operation}}",
+                )
+            ],
+            unit="s",
+            span=18,
+        )
+    )
+
+
 def build_overview() -> dict[str, Any]:
     """The overview dashboard an on-call engineer opens, as Grafana's JSON model."""
     builder = (
@@ -724,7 +769,8 @@ def build_overview() -> dict[str, Any]:
         .with_variable(scope_variable("job", "Job", "sidecar_build_info"))
         .with_variable(scope_variable("instance", "Instance", 'sidecar_build_info{job=~"$job"}'))
     )
-    for add_row in (_capacity_row, _sessions_row, _throughput_row, _cleanup_row, _http_row):
+    rows = (_capacity_row, _sessions_row, _throughput_row, _cleanup_row, _http_row, _store_row)
+    for add_row in rows:
         add_row(builder)
     encoded: dict[str, Any] = json.loads(json.dumps(builder.build(), cls=JSONEncoder))
     return encoded

@@ -76,6 +76,14 @@ def _serve(args: argparse.Namespace) -> int:
             f"refusing to listen on {settings.host} ({host_from}) without an API token; "
             "set SIDECAR_API_TOKEN or pass --allow-unauthenticated"
         )
+    if settings.store != "memory":
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            return _fail(
+                f"{source_name('store', given)} names a Redis store but the Redis client is not "
+                "installed: pip install 'session-sidecar[redis]'"
+            )
     configure_logging(settings.log_level, settings.log_format)
     if unauthenticated:
         logging.getLogger("sidecar.cli").warning(

@@ -32,19 +32,25 @@ from sidecar.core.figures import Health
 from sidecar.core.manager import (
     AGE_BUCKETS,
     EventType,
+    ManagerSnapshot,
     RemovalReason,
     SessionEvent,
     SessionManager,
 )
 from sidecar.core.models import FINISHED, GenerationStatus
+from sidecar.store.errors import StoreUnavailableError
+from sidecar.store.observed import OPERATIONS as STORE_OPERATIONS
+from sidecar.store.observed import ObservedStore
 from sidecar.version import __version__
 
 __all__ = [
     "DURATION_BUCKETS",
     "HEALTH_STATES",
     "HTTP_BUCKETS",
+    "STORE_BUCKETS",
     "SessionCollector",
     "SidecarMetrics",
+    "StoreName",
     "WithoutCreated",
     "well_formed_accept",
 ]
@@ -55,6 +61,9 @@ DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 360
 # The sidecar answers from memory: sub-millisecond to tens of milliseconds. Few buckets on
 # purpose: every (method, route, status) child renders all of them on every scrape.
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5)
+# A store call: microseconds in memory, a loopback round trip (~0.1-0.5 ms) in Redis, up to the
+# store timeout (1 s by default) when Redis stalls.
+STORE_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.025, 0.1, 1.0)
 # A media range's version as prometheus_client can compare it: ASCII digits and dots only
 # (int() would also take full-width digits, which then end up in a response header).
 _VERSION = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9}){0,2}", re.ASCII)
@@ -87,58 +96,88 @@ def _readable_param(param: str) -> bool:
     return key != "version" or _VERSION.fullmatch(value) is not None
 
 
-class SessionCollector(Collector):
-    """Builds the session gauges and event counters from one manager snapshot per scrape."""
+class StoreName:
+    """The `store` label's value; the server fills in the real port once it has bound one."""
 
-    def __init__(self, manager: SessionManager) -> None:
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+
+class SessionCollector(Collector):
+    """Builds the session gauges and event counters from one manager snapshot per scrape.
+
+    The state gauges describe the store, so they carry a `store` label naming it: replicas
+    attached to one store export the same values under the same label, and Prometheus
+    aggregates them once per store. While the store does not answer they are left out (no
+    stale figure is shown as current) and `sidecar_store_up` is 0; the counters of what this
+    process did are exported either way.
+    """
+
+    def __init__(self, manager: SessionManager, store: StoreName | None = None) -> None:
         self._manager = manager
+        self._store = store or StoreName("memory")
 
     def describe(self) -> Iterable[Metric]:
         # Families without samples: lets the registry detect duplicate names at registration
         # without taking a snapshot.
-        return list(self._families(None))
+        return list(self._families(None, None, False))
 
     def collect(self) -> Iterable[Metric]:
-        return list(self._families(self._manager))
+        manager = self._manager
+        try:
+            snap: ManagerSnapshot | None = manager.snapshot()
+        except StoreUnavailableError:
+            snap = None
+        # The scrape's own figures call is the last store call: it says whether the store is up.
+        return list(self._families(manager, snap, snap is not None))
 
-    @staticmethod
-    def _families(manager: SessionManager | None) -> Iterator[Metric]:
-        snap = manager.snapshot() if manager is not None else None
-
+    def _families(
+        self, manager: SessionManager | None, snap: ManagerSnapshot | None, up: bool
+    ) -> Iterator[Metric]:
+        store = ["store"]
         sessions = GaugeMetricFamily(
-            "sidecar_sessions", "Sessions held now, by status.", labels=["status"]
+            "sidecar_sessions", "Sessions held now, by status.", labels=[*store, "status"]
         )
         by_age = GaugeMetricFamily(
             "sidecar_sessions_by_age",
             "Sessions held now, by time since creation.",
-            labels=["age_bucket"],
+            labels=[*store, "age_bucket"],
         )
         stuck = GaugeMetricFamily(
             "sidecar_sessions_stuck",
             "Processing sessions whose last update is older than sidecar_stuck_after_seconds.",
+            labels=store,
         )
         stuck_after = GaugeMetricFamily(
             "sidecar_stuck_after_seconds",
             "The stuck threshold in force (stuck_after_seconds), in seconds.",
+            labels=store,
         )
         capacity = GaugeMetricFamily(
             "sidecar_sessions_capacity",
             "The max_sessions setting in force: sessions that may be held.",
+            labels=store,
         )
         utilization = GaugeMetricFamily(
             "sidecar_sessions_utilization_ratio",
             "Sessions held divided by max_sessions. Above 1 after max_sessions was lowered below "
             "the sessions held, until enough of them expire, are deleted or are evicted.",
+            labels=store,
         )
         health = GaugeMetricFamily(
             "sidecar_health_state",
             "1 for the current health state (by utilization), 0 for the others.",
-            labels=["state"],
+            labels=[*store, "state"],
         )
         oldest = GaugeMetricFamily(
             "sidecar_session_oldest_created_timestamp_seconds",
             "Creation time (Unix seconds) of the oldest session in each non-empty status.",
-            labels=["status"],
+            labels=[*store, "status"],
+        )
+        store_up = GaugeMetricFamily(
+            "sidecar_store_up",
+            "1 when the session store answered this scrape's read, 0 when it failed or timed "
+            "out (the state gauges are then absent).",
         )
         worker_up = GaugeMetricFamily(
             "sidecar_cleanup_worker_up", "1 while the cleanup worker thread is alive."
@@ -177,34 +216,38 @@ class SessionCollector(Collector):
         )
 
         if snap is not None:
+            name = [self._store.value]
             for status in GenerationStatus:
-                sessions.add_metric([status.value], snap.by_status.get(status, 0))
-            for name, _, _ in AGE_BUCKETS:
-                by_age.add_metric([name], snap.by_age[name])
-            stuck.add_metric([], snap.stuck)
-            stuck_after.add_metric([], snap.stuck_after_seconds)
-            capacity.add_metric([], snap.capacity)
-            utilization.add_metric([], snap.utilization)
+                sessions.add_metric([*name, status.value], snap.by_status.get(status, 0))
+            for bucket, _, _ in AGE_BUCKETS:
+                by_age.add_metric([*name, bucket], snap.by_age[bucket])
+            stuck.add_metric(name, snap.stuck)
+            stuck_after.add_metric(name, snap.stuck_after_seconds)
+            capacity.add_metric(name, snap.capacity)
+            utilization.add_metric(name, snap.utilization)
             for state in HEALTH_STATES:
-                health.add_metric([state], 1.0 if state == snap.health else 0.0)
+                health.add_metric([*name, state], 1.0 if state == snap.health else 0.0)
             for status, moment in snap.oldest_created.items():
-                oldest.add_metric([status.value], (moment - EPOCH).total_seconds())
-            worker_up.add_metric([], 1.0 if snap.worker_alive else 0.0)
-            ended = snap.cleanup_last_run
+                oldest.add_metric([*name, status.value], (moment - EPOCH).total_seconds())
+        if manager is not None:
+            store_up.add_metric([], 1.0 if up else 0.0)
+            c = manager.event_counts()
+            worker_up.add_metric([], 1.0 if manager.worker_alive else 0.0)
+            ended = c.cleanup_last_run
             last_run.add_metric([], 0.0 if ended is None else (ended - EPOCH).total_seconds())
             build.add_metric([__version__], 1.0)
-            created.add_metric([], snap.created_total)
+            created.add_metric([], c.created)
             for reason in RemovalReason:
-                removed.add_metric([reason.value], snap.removed_total[reason])
-            for why, count in snap.rejected_total.items():
+                removed.add_metric([reason.value], c.removed[reason])
+            for why, count in c.rejected.items():
                 rejected.add_metric([why], count)
-            for (src, dst), count in snap.transitions_total.items():
+            for (src, dst), count in c.transitions.items():
                 transitions.add_metric([src.value, dst.value], count)
-            cleanup_runs.add_metric([], snap.cleanup_runs_total)
-            cleanup_errors.add_metric([], snap.cleanup_errors_total)
+            cleanup_runs.add_metric([], c.cleanup_runs)
+            cleanup_errors.add_metric([], c.cleanup_errors)
 
         yield from (sessions, by_age, stuck, stuck_after, capacity, utilization, health, oldest)
-        yield from (worker_up, last_run, build, created, removed, rejected, transitions)
+        yield from (store_up, worker_up, last_run, build, created, removed, rejected, transitions)
         yield from (cleanup_runs, cleanup_errors)
 
 
@@ -230,9 +273,13 @@ class SidecarMetrics:
         registry: CollectorRegistry | None = None,
         *,
         process_metrics: bool = True,
+        store_name: str = "memory",
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.registry.register(SessionCollector(manager))
+        self.store_name = StoreName(store_name)
+        store = manager.store
+        observed = store if isinstance(store, ObservedStore) else None
+        self.registry.register(SessionCollector(manager, self.store_name))
         if process_metrics:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
@@ -256,6 +303,16 @@ class SidecarMetrics:
             registry=self.registry,
         )
         self._http_children: dict[tuple[str, str, int], Histogram] = {}
+        self.store_duration = Histogram(
+            "sidecar_store_duration_seconds",
+            "Seconds one call to the session store took, answered or not, by operation.",
+            ["operation"],
+            buckets=STORE_BUCKETS,
+            registry=self.registry,
+        )
+        self._store_children = {op: self.store_duration.labels(op) for op in STORE_OPERATIONS}
+        if observed is not None:
+            observed.listener = self._on_store_call
         # What /metrics renders: the registry above, less its _created samples.
         self._exposed = CollectorRegistry(auto_describe=False)
         self._exposed.register(WithoutCreated(self.registry))
@@ -268,6 +325,9 @@ class SidecarMetrics:
         if session.status in FINISHED and event.previous_status not in FINISHED:
             seconds = (session.updated_at - session.created_at).total_seconds()
             self.session_duration.labels(session.status.value).observe(seconds)
+
+    def _on_store_call(self, operation: str, seconds: float) -> None:
+        self._store_children[operation].observe(seconds)
 
     def init_route(self, method: str, route: str, status: int) -> None:
         """Create a route's latency series at zero, so it exists before the first request."""

@@ -37,6 +37,7 @@ from waitress.server import create_server
 
 from sidecar.drain import DrainGate, listen, shut
 from sidecar.settings import Settings
+from sidecar.store.select import MEMORY, default_store_name, describe_store
 from sidecar.web.app import create_app, get_sidecar
 
 if TYPE_CHECKING:
@@ -333,6 +334,11 @@ def serve(settings: Settings) -> int:
         logger.error("cannot listen on %s: %s", where, exc)
         return 1
 
+    if settings.store_name is None and settings.store == MEMORY:
+        # Each memory store is its instance's own: named by the port really bound.
+        port = server.addresses[0][1]
+        sidecar.metrics.store_name.value = default_store_name(MEMORY, settings.store_prefix, port)
+    logger.info("session store: %s", describe_store(settings.store, settings.store_prefix))
     _freeze_start_up_objects()
     received: list[str] = []
 

@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sidecar.core.config import MANAGER_SETTINGS, ManagerConfig
+from sidecar.store.url import check_prefix, check_url, redact
 
 __all__ = [
     "ENV_PREFIX",
@@ -58,6 +59,14 @@ def _visible_ascii(token: SecretStr) -> SecretStr:
     if not all("!" <= ch <= "~" for ch in token.get_secret_value()):
         raise ValueError("must be visible ASCII characters without spaces")
     return token
+
+
+def _store(value: str) -> str:
+    # `memory` in any case, like the other choices; a URL as given (its password is checked
+    # here but never repeated: check_url's messages are redacted).
+    if value.lower() == "memory":
+        return "memory"
+    return check_url(value)
 
 
 Token = Annotated[SecretStr, Field(min_length=MIN_TOKEN_LENGTH), AfterValidator(_visible_ascii)]
@@ -133,6 +142,38 @@ class Settings(_ManagerSettings):
     metrics_token: Annotated[Token | None, Field(description="Bearer token /metrics requires.")] = (
         None
     )
+    store: Annotated[
+        str,
+        AfterValidator(_store),
+        Field(
+            min_length=1,
+            repr=False,  # a URL may hold a password
+            description="Where sessions live: memory (this process), or a Redis URL shared by "
+            "replicas (redis://[user:password@]host:port/db, rediss://..., unix:///path.sock).",
+        ),
+    ] = "memory"
+    store_prefix: Annotated[
+        str,
+        AfterValidator(check_prefix),
+        Field(description="Key prefix in Redis: fleets sharing one Redis use different ones."),
+    ] = "sidecar"
+    store_timeout_seconds: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=30,
+            allow_inf_nan=False,
+            description="Longest wait for Redis on any call; past it the API answers 503.",
+        ),
+    ] = 1.0
+    store_name: Annotated[
+        str | None,
+        Field(
+            pattern=r"^[A-Za-z0-9_.:/@-]{1,128}$",
+            description="The store metric label; default: redis:<host>:<port>/<db>/<prefix> "
+            "or memory:<hostname>:<port>.",
+        ),
+    ] = None
     allow_unauthenticated: Annotated[
         bool, Field(description="Serve a non-loopback address without an API token.")
     ] = False
@@ -232,6 +273,8 @@ def describe_errors(exc: ValidationError, from_flags: frozenset[str] = frozenset
         name = source_name(field, from_flags)
         value = _plain(error.get("input"))
         shown = "" if field in SECRET_FIELDS or isinstance(value, dict) else f"={value}"
+        if field == "store" and isinstance(value, str):
+            shown = f"={redact(value)}"
         parts.append(f"invalid {name}{shown}: {_allowed(error)}")
     return "; ".join(parts)
 

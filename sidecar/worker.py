@@ -8,6 +8,7 @@ knows it only through `sidecar.core.state.Worker`: shutdown stops it, and a chan
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from sidecar.core.manager import SessionManager
 
@@ -17,8 +18,11 @@ __all__ = ["CleanupWorker", "start_worker"]
 class CleanupWorker:
     """Runs the manager's periodic cleanup on a daemon thread until stopped."""
 
-    def __init__(self, manager: SessionManager) -> None:
+    def __init__(
+        self, manager: SessionManager, before_run: Callable[[], None] | None = None
+    ) -> None:
         self._manager = manager
+        self._before_run = before_run
         self._wakeup = threading.Condition(threading.Lock())
         self._stopping = False
         self._rescheduled = False
@@ -65,12 +69,17 @@ class CleanupWorker:
                 if self._rescheduled:
                     self._rescheduled = False
                     continue
+            if self._before_run is not None:
+                self._before_run()  # e.g. pick up live settings shared by other replicas
             self._manager.run_cleanup()
 
 
-def start_worker(manager: SessionManager) -> CleanupWorker:
-    """The manager's running cleanup worker, started now unless one already runs."""
+def start_worker(
+    manager: SessionManager, before_run: Callable[[], None] | None = None
+) -> CleanupWorker:
+    """The manager's running cleanup worker, started now unless one already runs;
+    `before_run` is called before each cleanup run."""
     running = manager.worker
     if isinstance(running, CleanupWorker) and running.alive:
         return running
-    return CleanupWorker(manager).start()
+    return CleanupWorker(manager, before_run).start()

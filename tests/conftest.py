@@ -221,6 +221,34 @@ def no_scan_store() -> NoScanStore:
     return NoScanStore()
 
 
+# The gauges that describe the store and carry its `store` label (sidecar.metrics).
+STATE_GAUGES = frozenset(
+    {
+        "sidecar_sessions",
+        "sidecar_sessions_by_age",
+        "sidecar_sessions_stuck",
+        "sidecar_stuck_after_seconds",
+        "sidecar_sessions_capacity",
+        "sidecar_sessions_utilization_ratio",
+        "sidecar_health_state",
+        "sidecar_session_oldest_created_timestamp_seconds",
+    }
+)
+
+
+def with_store(name: str, labels: dict[str, str], store: str) -> dict[str, str]:
+    """`labels`, plus `store` when `name` is a state gauge."""
+    return {"store": store, **labels} if name in STATE_GAUGES else labels
+
+
+def memory_store_name(url: str) -> str:
+    """The `store` label a memory-mode sidecar serving at `url` gives its state gauges."""
+    import socket
+    from urllib.parse import urlsplit
+
+    return f"memory:{socket.gethostname()}:{urlsplit(url).port}"
+
+
 def transition_counts(registry: CollectorRegistry) -> dict[tuple[str, str], float | None]:
     """sidecar_session_transitions_total for every transition the core knows, by (from, to).
 

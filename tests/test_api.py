@@ -590,7 +590,12 @@ def test_readyz_is_200_with_the_worker_running(
     assert response.status_code == 200
     assert response.get_json() == {
         "status": "ready",
-        "checks": {"accepting": True, "manager_open": True, "cleanup_worker_alive": True},
+        "checks": {
+            "accepting": True,
+            "manager_open": True,
+            "cleanup_worker_alive": True,
+            "store": True,
+        },
     }
 
 
@@ -610,6 +615,7 @@ def test_readyz_is_503_while_draining(
         "accepting": False,
         "manager_open": True,
         "cleanup_worker_alive": True,
+        "store": True,
     }
 
 
@@ -630,6 +636,7 @@ def test_readyz_is_503_after_manager_shutdown(client: FlaskClient, manager: Sess
         "accepting": True,
         "manager_open": False,
         "cleanup_worker_alive": False,
+        "store": True,
     }
 
 

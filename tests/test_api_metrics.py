@@ -64,7 +64,7 @@ def test_rejected_requests_are_timed_too(make_app: MakeApp) -> None:
     assert count(app, "POST", "/api/v1/sessions", 401) == 1.0
 
 
-def test_metrics_negotiates_format_and_gzip(client: FlaskClient) -> None:
+def test_metrics_negotiates_format_and_gzip(app: Flask, client: FlaskClient) -> None:
     plain = client.get("/metrics")
     openmetrics = client.get(
         "/metrics",
@@ -76,7 +76,9 @@ def test_metrics_negotiates_format_and_gzip(client: FlaskClient) -> None:
 
     assert plain.status_code == 200
     assert plain.content_type.startswith("text/plain")
-    assert 'sidecar_sessions{status="pending"} 0.0' in plain.get_data(as_text=True)
+    store = get_sidecar(app).metrics.store_name.value
+    line = f'sidecar_sessions{{status="pending",store="{store}"}} 0.0'
+    assert line in plain.get_data(as_text=True)
     assert openmetrics.headers["Content-Encoding"] == "gzip"
     assert openmetrics.content_type.startswith("application/openmetrics-text")
     assert gzip.decompress(openmetrics.get_data()).endswith(b"# EOF\n")
@@ -90,7 +92,8 @@ def test_create_app_uses_the_registry_it_is_given(
     app = create_app(Settings(), manager=manager, registry=registry)
 
     assert get_sidecar(app).metrics.registry is registry
-    assert registry.get_sample_value("sidecar_sessions_capacity") == 10.0
+    store = get_sidecar(app).metrics.store_name.value
+    assert registry.get_sample_value("sidecar_sessions_capacity", {"store": store}) == 10.0
 
 
 def test_create_app_builds_and_owns_a_manager_from_settings(clean_env: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import transition_counts
+from conftest import transition_counts, with_store
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -21,7 +21,10 @@ STORY = {"story_text": "A kite maker's daughter crosses the desert.", "num_scene
 
 
 def sample(app: Flask, name: str, **labels: str) -> float | None:
-    return get_sidecar(app).metrics.registry.get_sample_value(name, labels)
+    metrics = get_sidecar(app).metrics
+    return metrics.registry.get_sample_value(
+        name, with_store(name, labels, metrics.store_name.value)
+    )
 
 
 def create(client: FlaskClient) -> str:

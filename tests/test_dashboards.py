@@ -232,10 +232,11 @@ def test_evictions_stand_out_in_red(overview: dict[str, Any]) -> None:
 
 def test_duration_and_latency_quantiles_aggregate_buckets_by_le(overview: dict[str, Any]) -> None:
     quantiles = [t["expr"] for _, t in targets(overview) if "histogram_quantile" in t["expr"]]
-    assert len(quantiles) == 3
+    assert len(quantiles) == 4
     for expr in quantiles:
         assert re.match(
-            r"histogram_quantile\(0\.\d+, sum by \(le, (outcome|route)\) \(rate\(", expr
+            r"histogram_quantile\(0\.\d+, sum by \(le, (outcome|route|operation)\) \(rate\(",
+            expr,
         )
 
 

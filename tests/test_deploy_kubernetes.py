@@ -27,7 +27,7 @@ import kubernetes_validate
 import pytest
 import requests
 import yaml
-from conftest import SidecarSpawner
+from conftest import SidecarSpawner, memory_store_name
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -315,7 +315,8 @@ def test_the_pods_settings_and_tokens_start_a_real_sidecar(sidecars: SidecarSpaw
         timeout=10,
     ) as response:
         assert response.status_code == 200
-        assert "sidecar_sessions_capacity 1000.0" in response.text
+        store = memory_store_name(sidecar.url)
+        assert f'sidecar_sessions_capacity{{store="{store}"}} 1000.0' in response.text
 
 
 def test_the_pods_settings_without_the_secret_refuse_to_serve_on_every_interface(

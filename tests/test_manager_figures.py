@@ -431,6 +431,7 @@ class DelegatingStore:
 
     def __init__(self, inner: SessionStore) -> None:
         self.inner = inner
+        self.shared = inner.shared
         self.writes: Counter[str] = Counter()
 
     def _removed(self, sessions: list[GenerationSession]) -> list[GenerationSession]:
@@ -573,6 +574,7 @@ def test_the_manager_works_the_same_on_another_store(
     if isinstance(store, DelegatingStore):
         kinds = store.writes
         assert kinds["removed"] == 9  # 2 expired + 1 evicted + 6 purged
-        assert kinds["clear"] == 1
+        # shutdown empties the process's own store, never one other replicas share
+        assert kinds["clear"] == (0 if store.shared else 1)
         assert kinds["create"] == 9
         assert kinds["update"] >= 6

@@ -356,7 +356,9 @@ class ManagerMachine(RuleBasedStateMachine):
             refusals.append(InvalidTransitionError)
         if error is not None and len(error) > 2000:
             refusals.append(SessionValidationError)
-        if (progress is not None or error is not None) and e.status in FINISHED:
+        # A message equal to the stored one is no change (a retry sends it again): allowed.
+        new_error = error is not None and error != e.error
+        if (progress is not None or new_error) and e.status in FINISHED:
             refusals.append(InvalidTransitionError)
         if progress is not None and progress[0] > progress[1]:
             refusals.append(SessionValidationError)
@@ -365,9 +367,8 @@ class ManagerMachine(RuleBasedStateMachine):
             return
         before = self.store.get(sid)
         result = call()
-        changed = (status is not None and status is not e.status) or bool(
-            {"progress", "error_message"} & set(updates)
-        )
+        changed = (status is not None and status is not e.status) or progress is not None
+        changed = changed or new_error
         if not changed:
             assert result == before
             return

@@ -6,7 +6,7 @@ import gzip
 import subprocess
 
 import pytest
-from conftest import NoScanStore, session_in, started, transition_counts
+from conftest import NoScanStore, session_in, started, transition_counts, with_store
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.parser import (
@@ -33,7 +33,8 @@ def metrics(manager: SessionManager) -> SidecarMetrics:
 
 
 def value(metrics: SidecarMetrics, name: str, **labels: str) -> float | None:
-    return metrics.registry.get_sample_value(name, labels)
+    store = metrics.store_name.value
+    return metrics.registry.get_sample_value(name, with_store(name, labels, store))
 
 
 def exposed(metrics: SidecarMetrics) -> CollectorRegistry:
@@ -266,7 +267,7 @@ def test_a_scrape_does_not_walk_the_sessions(clock: ManualClock) -> None:
         clock.advance(97)
     store.scans_allowed = store.listing_allowed = False
     body, _ = metrics.render(None, None)
-    assert b'sidecar_sessions{status="completed"} 75.0' in body
+    assert b'sidecar_sessions{status="completed",store="memory"} 75.0' in body
     store.scans_allowed = store.listing_allowed = True
 
 

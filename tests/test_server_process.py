@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import STARTUP_SECONDS, SidecarSpawner, poll, started
+from conftest import STARTUP_SECONDS, SidecarSpawner, memory_store_name, poll, started
 from flask import Flask
 
 from sidecar.core.manager import SessionManager
@@ -65,7 +65,8 @@ def test_serve_drives_a_session_life_and_exits_0_on_sigterm(sidecars: SidecarSpa
     assert [s["scene_number"] for s in final["scenes"]] == [1, 2]
     assert unauthenticated.status_code == 401
     assert unauthenticated.headers["Content-Type"] == "application/problem+json"
-    assert 'sidecar_sessions{status="completed"} 1.0' in metrics
+    store = memory_store_name(base)
+    assert f'sidecar_sessions{{status="completed",store="{store}"}} 1.0' in metrics
 
     child.process.send_signal(signal.SIGTERM)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import SidecarProcess, SidecarSpawner, poll
+from conftest import SidecarProcess, SidecarSpawner, memory_store_name, poll
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.simulate import (
@@ -174,7 +174,8 @@ def test_a_run_matches_what_the_sidecar_counted(spawn_sidecar: SidecarSpawner) -
         timeout=10,
         what=f"{report.stuck} stuck sessions",
     )
-    assert counters(server)[("sidecar_sessions_stuck", frozenset())] == report.stuck
+    store = frozenset({("store", memory_store_name(server.url))})
+    assert counters(server)[("sidecar_sessions_stuck", store)] == report.stuck
 
 
 @pytest.mark.process

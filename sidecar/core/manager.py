@@ -22,7 +22,7 @@ from sidecar.core.checks import (
 )
 from sidecar.core.clock import Clock, from_micros, to_micros
 from sidecar.core.config import ManagerConfig
-from sidecar.core.counters import EVICTION_REPORT_SECONDS
+from sidecar.core.counters import EVICTION_REPORT_SECONDS, CounterValues
 from sidecar.core.errors import (
     SessionManagerError,
     SessionValidationError,
@@ -53,6 +53,7 @@ from sidecar.store import (
     BATCH,
     Cursor,
 )
+from sidecar.store.errors import StoreUnavailableError
 
 __all__ = [
     "AGE_BUCKETS",
@@ -111,6 +112,8 @@ class SessionManager(Retention, Changes):
         if not stopped:
             logger.warning("cleanup worker did not stop within %ss", timeout)
             return False
+        if self._store.shared:
+            return True  # other replicas go on with these sessions
         held = self._store.clear()
         if held:
             logger.info("shutdown dropped %d sessions held in memory", held)
@@ -127,16 +130,22 @@ class SessionManager(Retention, Changes):
         removed, failed = 0, False
         try:
             removed = self.cleanup_expired_sessions()
+            held = len(self._store)
+        except StoreUnavailableError as exc:
+            # A store outage is not a bug: one line, no traceback; the next run tries again.
+            logger.warning("cleanup run failed: the session store is unavailable (%s)", exc)
+            failed = True
         except Exception:
             logger.exception("cleanup run failed")
             failed = True
         self._counters.count_cleanup(self._now(), failed=failed)
-        logger.info(
-            "cleanup run removed %d sessions; %d/%d held",
-            removed,
-            len(self._store),
-            self._config.max_sessions,
-        )
+        if not failed:
+            logger.info(
+                "cleanup run removed %d sessions; %d/%d held",
+                removed,
+                held,
+                self._config.max_sessions,
+            )
         return removed
 
     def reconfigure(self, **changes: Any) -> ManagerConfig:
@@ -264,6 +273,10 @@ class SessionManager(Retention, Changes):
             worker_alive=self.worker_alive,
             closed=self._closed,
         )
+
+    def event_counts(self) -> CounterValues:
+        """What this process did (event counters), without reading the store."""
+        return self._counters.values()
 
     def get_performance_stats(self) -> dict[str, Any]:
         """The seed's statistics: counts, utilization, status breakdown, age distribution."""

@@ -129,7 +129,13 @@ class StoreFigures:
 
 
 class SessionStore(Protocol):
-    """Sessions and the ordered indexes their figures are read from; every call is atomic."""
+    """Sessions and the ordered indexes their figures are read from; every call is atomic.
+
+    `shared` is True for a store other processes use too (Redis): this process must not empty
+    it when it stops.
+    """
+
+    shared: bool
 
     def create(
         self,

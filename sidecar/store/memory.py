@@ -43,6 +43,8 @@ __all__ = ["InMemorySessionStore"]
 class InMemorySessionStore:
     """Sessions of one process, with sorted indexes; safe to share between threads."""
 
+    shared = False  # this process's own: shutdown empties it
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sessions: dict[str, GenerationSession] = {}

@@ -19,8 +19,11 @@ from werkzeug.exceptions import HTTPException
 
 from sidecar.core.clock import Clock
 from sidecar.core.manager import SessionManager
+from sidecar.live import SettingsSync
 from sidecar.metrics import SidecarMetrics
 from sidecar.settings import Settings
+from sidecar.store.observed import ObservedStore
+from sidecar.store.select import default_store_name, open_store, shared_settings_of
 from sidecar.web.auth import Scope, TokenGuard, scope_of
 from sidecar.web.context import EXTENSION, Sidecar, get_sidecar
 from sidecar.web.problems import UNMATCHED_ROUTE, Problem, register_error_handlers, shutting_down
@@ -116,6 +119,9 @@ class _Gate:
         try:
             problem = self._admit(scope, environ.get("HTTP_AUTHORIZATION"))
             if problem is None:
+                sync = self._sidecar.settings_sync
+                if sync is not None and scope is not Scope.OPEN:
+                    sync.refresh()  # a PATCH through another replica is in force from here
                 return self._app(environ, recording)
             self._route.rule = self._matched_rule(environ)
             return problem.to_response()(environ, recording)
@@ -141,24 +147,32 @@ def create_app(
 ) -> Flask:
     """Build the app.
 
-    settings: defaults to Settings() read from the SIDECAR_* environment.
+    settings: defaults to Settings() read from the SIDECAR_* environment; its `store` says
+      where a manager built here keeps its sessions.
     manager: an existing manager, left to its owner (not started, not shut down); without
       one the app builds a manager from settings and `clock` and starts its cleanup worker.
     registry: where metrics go; a fresh private registry by default.
     """
     settings = settings if settings is not None else Settings()
     owns_manager = manager is None
+    sync: SettingsSync | None = None
     if manager is None:
-        manager = SessionManager(settings.manager_config, clock=clock)
+        inner = open_store(settings.store, settings.store_prefix, settings.store_timeout_seconds)
+        manager = SessionManager(settings.manager_config, clock=clock, store=ObservedStore(inner))
+        shared = shared_settings_of(inner, settings.store_prefix)
+        sync = None if shared is None else SettingsSync(manager, shared)
     elif clock is not None and clock is not manager.clock:
         raise ValueError("pass a clock only when create_app builds the manager")
-    metrics = SidecarMetrics(manager, registry=registry)
+    store_name = settings.store_name or default_store_name(
+        settings.store, settings.store_prefix, settings.port
+    )
+    metrics = SidecarMetrics(manager, registry=registry, store_name=store_name)
     guard = TokenGuard(
         settings.secret("api_token"),
         settings.secret("admin_token"),
         settings.secret("metrics_token"),
     )
-    sidecar = Sidecar(settings, manager, metrics, guard, owns_manager)
+    sidecar = Sidecar(settings, manager, metrics, guard, owns_manager, settings_sync=sync)
 
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -181,5 +195,5 @@ def create_app(
         app.view_functions[rule.endpoint] = gate.label(view, rule.rule)
     app.wsgi_app = gate  # type: ignore[method-assign]
     if owns_manager:
-        start_worker(manager)
+        start_worker(manager, before_run=None if sync is None else sync.refresh)
     return app

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from flask import Flask
 
 from sidecar.core.manager import SessionManager
+from sidecar.live import SettingsSync
 from sidecar.metrics import SidecarMetrics
 from sidecar.settings import Settings
+from sidecar.store.errors import StoreUnavailableError
 from sidecar.web.auth import TokenGuard
 
 __all__ = ["EXTENSION", "Sidecar", "get_sidecar"]
@@ -26,6 +28,8 @@ class Sidecar:
     guard: TokenGuard
     owns_manager: bool
     draining: bool = False
+    # Live settings shared with the other replicas of a Redis store; None in memory mode.
+    settings_sync: SettingsSync | None = None
 
     @property
     def accepting(self) -> bool:
@@ -38,7 +42,16 @@ class Sidecar:
             "accepting": not self.draining,
             "manager_open": not self.manager.closed,
             "cleanup_worker_alive": self.manager.worker_alive,
+            "store": self.store_answers(),
         }
+
+    def store_answers(self) -> bool:
+        """True when the store answers a count (one O(1) round trip to Redis)."""
+        try:
+            len(self.manager.store)
+        except StoreUnavailableError:
+            return False
+        return True
 
     def begin_drain(self) -> None:
         """From now on /readyz and the API answer 503."""

@@ -27,6 +27,7 @@ from sidecar.core.errors import (
     SessionValidationError,
 )
 from sidecar.core.rules import RECOVER, RECOVER_RULE
+from sidecar.store.errors import StoreUnavailableError
 
 __all__ = [
     "ECHO_LIMIT",
@@ -34,6 +35,7 @@ __all__ = [
     "PROBLEM_MEDIA_TYPE",
     "PROBLEM_TYPES",
     "RETRY_AFTER_SECONDS",
+    "STORE_RETRY_AFTER_SECONDS",
     "Problem",
     "from_pydantic",
     "register_error_handlers",
@@ -56,6 +58,8 @@ ECHO_LIMIT = 64
 _UNKNOWN_FIELD = {"type": "extra_forbidden", "msg": "Extra inputs are not permitted"}
 # Capacity frees up as generations finish and sessions expire; a few seconds is a fair wait.
 RETRY_AFTER_SECONDS = 5
+# A store outage is usually a Redis restart or failover: ask again soon.
+STORE_RETRY_AFTER_SECONDS = 1
 
 # slug -> (status, title); the title is fixed per type, the detail says what happened.
 PROBLEM_TYPES: Mapping[str, tuple[int, str]] = {
@@ -77,6 +81,7 @@ PROBLEM_TYPES: Mapping[str, tuple[int, str]] = {
     "shutting-down": (503, "Shutting down"),
     "not-ready": (503, "Not ready"),
     "busy": (503, "Busy"),
+    "store-unavailable": (503, "Session store unavailable"),
 }
 _BY_STATUS = {
     400: "bad-request",
@@ -237,6 +242,16 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(SessionLockError)
     def _busy(exc: SessionLockError) -> Response:
         return _retry_later("busy", "the session store is busy; try again").to_response()
+
+    @app.errorhandler(StoreUnavailableError)
+    def _store_down(exc: StoreUnavailableError) -> Response:
+        # The cause (host, port, timeout) goes to the log; never a URL with its password.
+        logger.warning("session store unavailable: %s", exc)
+        return Problem(
+            "store-unavailable",
+            "the session store did not answer in time; try again",
+            headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
+        ).to_response()
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

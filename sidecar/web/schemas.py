@@ -241,6 +241,9 @@ class ReadinessChecks(_Answer):
     accepting: bool = Field(description="False once shutdown has begun.")
     manager_open: bool = Field(description="The session manager has not been shut down.")
     cleanup_worker_alive: bool = Field(description="The background cleanup thread runs.")
+    store: bool = Field(
+        True, description="The session store answers (always true for the memory store)."
+    )
 
 
 class Readiness(_Answer):

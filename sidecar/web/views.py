@@ -236,7 +236,9 @@ class Api:
 
     def patch_config(self) -> Response:
         changes = self._body(ConfigPatch.model_validate).given()
-        return _json(to_json(self._manager.reconfigure(**changes).as_dict()))
+        sync = self._sidecar.settings_sync
+        config = self._manager.reconfigure(**changes) if sync is None else sync.patch(changes)
+        return _json(to_json(config.as_dict()))
 
     # ---------------------------------------------------------------- operations
 

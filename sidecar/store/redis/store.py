@@ -38,6 +38,7 @@ from sidecar.store.base import (
     StaleScenesError,
     StoreFigures,
 )
+from sidecar.store.errors import StoreUnavailableError
 from sidecar.store.redis.codec import (
     decode_session,
     encode_error,
@@ -45,9 +46,8 @@ from sidecar.store.redis.codec import (
     encode_request,
     encode_scenes,
 )
-from sidecar.store.redis.target import StoreUnavailableError
 
-__all__ = ["RedisSessionStore"]
+__all__ = ["RedisSessionStore", "reachable"]
 
 _OPERATIONS = ("create", "update", "touch", "remove", "expire", "purge")
 
@@ -77,7 +77,7 @@ def _member_us(member: bytes) -> int:
 
 
 @contextmanager
-def _reachable(operation: str) -> Iterator[None]:
+def reachable(operation: str) -> Iterator[None]:
     """Turn the client's connection and timeout errors into StoreUnavailableError."""
     try:
         yield
@@ -93,6 +93,8 @@ def _load(name: str) -> str:
 class RedisSessionStore:
     """Sessions in Redis; safe to share between threads and between processes."""
 
+    shared = True  # other replicas use it: a stopping replica leaves it as it is
+
     def __init__(self, client: redis.Redis, prefix: str = "sidecar") -> None:
         self._client = client
         self._tag = "{" + prefix + "}"
@@ -104,7 +106,7 @@ class RedisSessionStore:
         return self._client
 
     def _run(self, name: str, *args: Any) -> Any:
-        with _reachable(name):
+        with reachable(name):
             return self._scripts[name](keys=[self._tag], args=list(args))
 
     def _removed(self, reply: Sequence[Any]) -> list[GenerationSession]:
@@ -241,12 +243,12 @@ class RedisSessionStore:
     # ------------------------------------------------------------------ reads
 
     def get(self, session_id: str) -> GenerationSession | None:
-        with _reachable("get"):
+        with reachable("get"):
             fields = self._client.hgetall(f"{self._tag}:s:{session_id}")
         return decode_session(session_id, fields) if fields else None
 
     def __len__(self) -> int:
-        with _reachable("count"):
+        with reachable("count"):
             return int(self._client.zcard(f"{self._tag}:c"))
 
     def figures(
@@ -270,7 +272,7 @@ class RedisSessionStore:
         pipe.zrange(f"{tag}:c", 0, 0)
         pipe.zrange(f"{tag}:c", -1, -1)
         pipe.hmget(f"{tag}:sum", "sec", "us")
-        with _reachable("figures"):
+        with reachable("figures"):
             out = pipe.execute()
         n = len(statuses)
         total, counts = int(out[0]), out[1 : 1 + n]
@@ -301,7 +303,7 @@ class RedisSessionStore:
         self, key: str, low: bytes, high: bytes, limit: int, operation: str
     ) -> list[GenerationSession]:
         """The sessions of up to `limit` index members from `low` to `high`, in index order."""
-        with _reachable(operation):
+        with reachable(operation):
             members = self._client.zrangebylex(key, low, high, start=0, num=limit)
             ids = [_text(m[17:]) for m in members]
             pipe = self._client.pipeline(transaction=False)
