@@ -12,6 +12,7 @@ import re
 import shutil
 import socket
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from demo_process import HOST, DemoError, poll
@@ -22,13 +23,27 @@ _MAX_REPLY = 1 << 20
 _PROCESS_ID = re.compile(rb"^process_id:(\d+)\r?$", re.MULTILINE)
 
 
-def redis_command(binary: str, port: int, directory: Path, *, appendonly: bool) -> list[str]:
-    """redis-server on HOST:`port`, its files (AOF, log) in `directory`, no RDB snapshots."""
+def redis_command(
+    binary: str,
+    port: int,
+    directory: Path,
+    *,
+    appendonly: bool,
+    config: Path | None = None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """redis-server on HOST:`port`, its files (AOF, log) in `directory`, no RDB snapshots.
+
+    A `config` file is read first (these options then override its own); `extra` options last.
+    """
     return [
-        *(binary, "--port", str(port), "--bind", HOST, "--dir", str(directory)),
+        binary,
+        *([str(config)] if config is not None else []),
+        *("--port", str(port), "--bind", HOST, "--dir", str(directory)),
         *("--save", "", "--appendonly", "yes" if appendonly else "no"),
         *("--appendfsync", "everysec", "--maxmemory-policy", "noeviction"),
         *("--logfile", str(directory / "redis.log")),
+        *extra,
     ]
 
 
@@ -39,10 +54,20 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def command(port: int, *words: str, timeout: float = 0.5) -> bytes | None:
-    """The reply to one command sent to HOST:`port`: a simple string's text or a bulk string's
-    bytes; None for no answer, an error reply or anything else."""
-    request = f"*{len(words)}\r\n" + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)
+def _request(*words: str) -> str:
+    return f"*{len(words)}\r\n" + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)
+
+
+def command(
+    port: int, *words: str, password: str | None = None, timeout: float = 0.5
+) -> bytes | None:
+    """The reply to one command sent to HOST:`port` (after AUTH with `password`, if given): a
+    simple string's text or a bulk string's bytes; None for no answer, an error reply (such as
+    NOAUTH without the password) or anything else."""
+    request = (
+        _request(*words) if password is None else _request("AUTH", password) + _request(*words)
+    )
+    authenticating = password is not None
     try:
         with socket.create_connection((HOST, port), timeout=timeout) as sock:
             sock.sendall(request.encode())
@@ -52,6 +77,11 @@ def command(port: int, *words: str, timeout: float = 0.5) -> bytes | None:
                 if not chunk:
                     return None
                 reply += chunk
+                if authenticating and b"\r\n" in reply:
+                    accepted, _, reply = reply.partition(b"\r\n")
+                    if accepted != b"+OK":
+                        return None
+                    authenticating = False
                 head, found, rest = reply.partition(b"\r\n")
                 if not found:
                     continue
@@ -66,9 +96,9 @@ def command(port: int, *words: str, timeout: float = 0.5) -> bytes | None:
     return None
 
 
-def ping(port: int) -> bool:
-    """True when a server on HOST:`port` answers PING with PONG."""
-    return command(port, "PING") == b"PONG"
+def ping(port: int, password: str | None = None) -> bool:
+    """True when a server on HOST:`port` answers PING with PONG (after AUTH with `password`)."""
+    return command(port, "PING", password=password) == b"PONG"
 
 
 def server_pid(port: int) -> int | None:

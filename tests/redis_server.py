@@ -38,10 +38,13 @@ class RedisServer:
     appendonly: bool = False
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    config: Path | None = None  # a redis.conf read before the options above
+    password: str | None = None  # requirepass
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = "" if self.password is None else f"default:{self.password}@"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
     def log(self) -> Path:
@@ -50,10 +53,18 @@ class RedisServer:
     def start(self) -> RedisServer:
         """Start (or restart, on the same port and data) and wait for PONG with a deadline."""
         # The demo's command line (scripts/demo_redis.py): the tests' Redis is the demo's.
-        command = redis_command(self.binary, self.port, self.directory, appendonly=self.appendonly)
+        extra = () if self.password is None else ("--requirepass", self.password)
+        command = redis_command(
+            self.binary,
+            self.port,
+            self.directory,
+            appendonly=self.appendonly,
+            config=self.config,
+            extra=extra,
+        )
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_SECONDS
-        while not ping(self.port):
+        while not ping(self.port, self.password):
             if self.process.poll() is not None:
                 pytest.fail(f"redis-server exited with {self.process.returncode}:\n{self._tail()}")
             if time.monotonic() > deadline:
