@@ -1,6 +1,7 @@
 # Every target sets up what it needs; `make run` and `make test` work on a machine with only python3.
 # Each target installs only what it uses: `run` the runtime dependencies, `demo` those, PyYAML and
-# the redis client (for --replicas), the others the dev extras. One stamp per set, so `make run` never pulls in mypy or pytest.
+# the redis client (for --replicas), the others the dev extras. One stamp per set, so `make run`
+# never pulls in mypy or pytest.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
