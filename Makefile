@@ -1,6 +1,7 @@
 # Every target sets up what it needs; `make run` and `make test` work on a machine with only python3.
-# Each target installs only what it uses: `run` the runtime dependencies, `demo` those and PyYAML,
-# the others the dev extras. One stamp per set, so `make run` never pulls in mypy or pytest.
+# Each target installs only what it uses: `run` the runtime dependencies, `demo` those, PyYAML and
+# the redis client (for --replicas), the others the dev extras. One stamp per set, so `make run`
+# never pulls in mypy or pytest.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -67,7 +68,8 @@ manifests: $(DEV_STAMP)
 bench: $(DEV_STAMP)
 	$(BIN)/python -m bench
 
-## demo: the sidecar, Prometheus with the shipped rules (if installed) and simulated traffic;
+## demo: the sidecar (or --replicas N of them on its own redis-server), Prometheus with the shipped
+## rules (if installed) and simulated traffic;
 ## options in DEMO_ARGS (see `python scripts/demo.py --help`)
 demo: $(DEMO_STAMP)
 	@$(BIN)/python scripts/demo.py $(DEMO_ARGS)

@@ -8,49 +8,52 @@ the shipped `for: 5m`), purges the finished sessions and waits for the alert to 
 printing every alert state change Prometheus reports. Ctrl-C, or the end of the plan, stops
 everything; Prometheus keeps its data in a temporary directory that is removed with it.
 
+With --replicas N (2 or more) the demo first starts its own redis-server (scripts/demo_redis.py)
+in that temporary directory, then N sidecars on ports --port, --port + 1, ... sharing it (one
+SIDECAR_STORE, one SIDECAR_STORE_NAME), Prometheus scraping all of them, and one simulator per
+sidecar, so the traffic is spread over the replicas while the capacity is the store's.
+
 `prometheus_config` is also what tests/test_e2e_prometheus.py runs Prometheus with.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
-import os
+import importlib.util
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, NoReturn
+from typing import Any, NoReturn
 
 import yaml
 from demo_plan import TrafficPlan, UtilizationRule, default_plan, utilization_rule
+from demo_process import HOST, DemoError, check_port_free, poll, start_sidecar, stop
+from demo_redis import require_redis_server, start_redis
 from demo_watch import AlertWatch, get_json, ui_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_CONFIG = ROOT / "prometheus" / "prometheus.yml"
 JOB = "sidecar"  # the job name SidecarDown watches
-HOST = "127.0.0.1"
+STORE_NAME = "demo"  # the `store` label every replica gives its state gauges
+NO_CLIENT = "--replicas needs the redis extra: pip install 'session-sidecar[redis]'"
 
 
-class DemoError(Exception):
-    """Why the demo cannot go on, as one line."""
-
-
-def prometheus_config(target: str, interval: str, shipped: Path = SHIPPED_CONFIG) -> dict[str, Any]:
-    """The shipped Prometheus config, pointed at one sidecar and sped up to `interval`.
+def prometheus_config(
+    targets: str | Sequence[str], interval: str, shipped: Path = SHIPPED_CONFIG
+) -> dict[str, Any]:
+    """The shipped Prometheus config, pointed at the sidecars `targets` and sped up to `interval`.
 
     Keeps the shipped rule files (made absolute, so the generated file can live anywhere) and
-    the "sidecar" job with its settings, scraping `target` (host:port) only; scrapes and rule
-    evaluations happen every `interval`.
+    the "sidecar" job with its settings, scraping `targets` (one host:port, or several) only;
+    scrapes and rule evaluations happen every `interval`.
     """
     config: dict[str, Any] = yaml.safe_load(shipped.read_text(encoding="utf-8"))
     config.setdefault("global", {}).update(
@@ -63,97 +66,28 @@ def prometheus_config(target: str, interval: str, shipped: Path = SHIPPED_CONFIG
     (job,) = jobs
     for key in ("scrape_interval", "scrape_timeout"):
         job.pop(key, None)
-    job["static_configs"] = [{"targets": [target]}]
+    listed = [targets] if isinstance(targets, str) else list(targets)
+    if not listed:
+        raise ValueError("prometheus_config needs at least one target")
+    job["static_configs"] = [{"targets": listed}]
     config["scrape_configs"] = [job]
     return config
 
 
-def check_port_free(port: int, what: str, option: str, hint: str) -> None:
-    """DemoError naming `port` and the option that changes it, if something listens there."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # As servers do: a port left in TIME_WAIT by an earlier run is free.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((HOST, port))
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                raise DemoError(f"cannot use port {port} for {what}: {exc.strerror}") from exc
-            raise DemoError(
-                f"port {port} on {HOST} is already in use ({what}; {hint}); "
-                f'choose another with DEMO_ARGS="{option} {port + 1}"'
-            ) from exc
-
-
-def _poll(
-    probe: Callable[[], bool], child: subprocess.Popen[bytes], what: str, timeout: float
-) -> None:
-    """Call `probe` until True; DemoError if `child` exits first or time runs out."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()  # never set: a bounded pause between probes
-    while not probe():
-        if child.poll() is not None:
-            raise DemoError(f"{what} exited with status {child.returncode}")
-        if time.monotonic() >= deadline:
-            raise DemoError(f"{what} did not start within {timeout:g} s")
-        pause.wait(0.2)
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-class _Forward(threading.Thread):
-    """Copies a child's output to ours, and notes when a line contains `marker`."""
-
-    def __init__(self, stream: IO[bytes], marker: str) -> None:
-        super().__init__(daemon=True)
-        self._stream, self._marker = stream, marker
-        self.seen = threading.Event()
-
-    def run(self) -> None:
-        for raw in self._stream:
-            line = raw.decode(errors="replace")
-            if self._marker in line:
-                self.seen.set()
-            sys.stderr.write(line)
-
-
-def start_sidecar(args: argparse.Namespace, children: list[subprocess.Popen[bytes]]) -> str:
-    """Our own sidecar, known to be ours: it logged that it listens on the port."""
-    url = f"http://{HOST}:{args.port}"
-    env = {name: value for name, value in os.environ.items() if not name.startswith("SIDECAR_")}
-    env |= {
-        "SIDECAR_HOST": HOST,
-        "SIDECAR_PORT": str(args.port),
-        "SIDECAR_MAX_SESSIONS": str(args.max_sessions),
-        "SIDECAR_STUCK_AFTER_SECONDS": "60",
-    }
-    serve = [sys.executable, "-m", "sidecar", "serve"]
-    child = subprocess.Popen(serve, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    children.append(child)
-    assert child.stderr is not None
-    forward = _Forward(child.stderr, f"listening on {url}")
-    forward.start()
-    # Only our child's own line proves the port is ours: a /readyz answer could come from a
-    # sidecar that took the port after the check.
-    _poll(forward.seen.is_set, child, "the demo's sidecar", 30)
-    _poll(lambda: _answers(f"{url}/readyz"), child, "the demo's sidecar", 15)
-    return url
-
-
 def start_prometheus(
-    binary: str, args: argparse.Namespace, workdir: Path, children: list[subprocess.Popen[bytes]]
+    binary: str,
+    sidecars: Sequence[str],
+    args: argparse.Namespace,
+    workdir: Path,
+    children: list[subprocess.Popen[bytes]],
 ) -> str:
-    """Our own Prometheus, known to be ours: it reports our config file among its flags."""
+    """Our own Prometheus scraping `sidecars`, known to be ours: it reports our config file
+    among its flags."""
     url = f"http://{HOST}:{args.prometheus_port}"
     config = workdir / "prometheus.yml"
-    target = f"{HOST}:{args.port}"
+    targets = [sidecar.removeprefix("http://") for sidecar in sidecars]
     config.write_text(
-        yaml.safe_dump(prometheus_config(target, f"{args.interval:g}s")), encoding="utf-8"
+        yaml.safe_dump(prometheus_config(targets, f"{args.interval:g}s")), encoding="utf-8"
     )
     command = [
         binary,
@@ -180,10 +114,12 @@ def start_prometheus(
         except (urllib.error.URLError, OSError, ValueError, KeyError):
             return False
         up = [t for t in targets if t.get("health") == "up"]
-        return bool(up) and all(a["labels"].get("alertname") != "SidecarDown" for a in alerts)
+        return len(up) == len(sidecars) and all(
+            a["labels"].get("alertname") != "SidecarDown" for a in alerts
+        )
 
-    _poll(ours, child, "the demo's Prometheus", 30)
-    _poll(scraped, child, "the demo's Prometheus (its first scrape)", 30 + 3 * args.interval)
+    poll(ours, child, "the demo's Prometheus", 30)
+    poll(scraped, child, "the demo's Prometheus (its first scrape)", 30 + 3 * args.interval)
     return url
 
 
@@ -191,17 +127,46 @@ def _say(line: str) -> None:
     print(f"{time.strftime('%H:%M:%S')}  {line}", flush=True)
 
 
-def _utilization(sidecar: str) -> str:
-    """Held / capacity as the sidecar reports it."""
-    stats = get_json(f"{sidecar}/api/v1/stats")
-    held, capacity = stats["total_sessions"], stats["max_capacity"]
-    return f"{held} of {capacity} sessions held, utilization {held / capacity:.2f}"
+def _utilization(sidecars: Sequence[str]) -> str:
+    """Held / capacity as the sidecars report it: one figure when they agree (replicas of one
+    store do), else each one's."""
+    seen = []
+    for sidecar in sidecars:
+        stats = get_json(f"{sidecar}/api/v1/stats")
+        held, capacity = stats["total_sessions"], stats["max_capacity"]
+        seen.append(f"{held} of {capacity} sessions held, utilization {held / capacity:.2f}")
+    if len(sidecars) == 1:
+        return seen[0]
+    if len(set(seen)) == 1:
+        return f"{seen[0]}, the same through all {len(sidecars)} replicas"
+    return "; ".join(f"{sidecar}: {figure}" for sidecar, figure in zip(sidecars, seen, strict=True))
+
+
+def simulators(plan: TrafficPlan, sidecars: Sequence[str]) -> list[list[str]]:
+    """One `sidecar simulate` per sidecar, together creating the plan's sessions at its rate."""
+    if len(sidecars) == 1:
+        durations = [plan.fill_seconds]
+    else:
+        # The simulator creates at 0, 1/rate, ... while below its duration: half a step short
+        # of each one's share makes exactly that share, whatever the rounding.
+        share, extra = divmod(plan.fill_sessions, len(sidecars))
+        rate = plan.rate / len(sidecars)
+        durations = [(share + (i < extra) - 0.5) / rate for i in range(len(sidecars))]
+    return [
+        [
+            *(sys.executable, "-m", "sidecar", "simulate", f"--url={sidecar}"),
+            *(f"--rate={plan.rate / len(sidecars)}", f"--duration={duration}"),
+            *("--step-seconds=0.5", "--failure-ratio=0.1", "--stuck-ratio=0.05"),
+        ]
+        for sidecar, duration in zip(sidecars, durations, strict=True)
+        if duration > 0
+    ]
 
 
 def run_plan(
     plan: TrafficPlan,
     rule: UtilizationRule,
-    sidecar: str,
+    sidecars: Sequence[str],
     watch: AlertWatch | None,
     args: argparse.Namespace,
     children: list[subprocess.Popen[bytes]],
@@ -220,28 +185,24 @@ def run_plan(
         f"filling: {plan.fill_sessions} of {plan.capacity} sessions at {plan.rate:g}/s "
         f"({plan.fill_seconds:g} s)"
     )
-    simulate = [
-        *(sys.executable, "-m", "sidecar", "simulate", f"--url={sidecar}"),
-        *(f"--rate={plan.rate}", f"--duration={plan.fill_seconds}", "--step-seconds=0.5"),
-        *("--failure-ratio=0.1", "--stuck-ratio=0.05"),
-    ]
-    simulator = subprocess.Popen(simulate, stdin=subprocess.DEVNULL)
-    children.append(simulator)
-    wait(plan.fill_seconds + 30, until=lambda: simulator.poll() is not None)
-    if simulator.poll() not in (None, 0):
-        raise DemoError(f"the simulator exited with status {simulator.returncode}")
-    _say(f"filled: {_utilization(sidecar)}")
+    started = [subprocess.Popen(c, stdin=subprocess.DEVNULL) for c in simulators(plan, sidecars)]
+    children.extend(started)
+    wait(plan.fill_seconds + 30, until=lambda: all(s.poll() is not None for s in started))
+    for simulator in started:
+        if simulator.poll() not in (None, 0):
+            raise DemoError(f"the simulator exited with status {simulator.returncode}")
+    _say(f"filled: {_utilization(sidecars)}")
     _say(
         f"holding for {plan.hold_seconds:g} s ({rule.name} needs >= {rule.threshold:g} "
         f"for {rule.for_seconds:g} s to fire)"
     )
     wait(plan.hold_seconds)
     removed = get_json(
-        f"{sidecar}/api/v1/admin/cleanup",
+        f"{sidecars[0]}/api/v1/admin/cleanup",
         "POST",
         {"scope": "completed", "max_age_seconds": 0.001},
     )["removed"]
-    _say(f"purged {removed} completed sessions: {_utilization(sidecar)}")
+    _say(f"purged {removed} completed sessions: {_utilization(sidecars)}")
     if watch is None:
         return 0
 
@@ -255,28 +216,63 @@ def run_plan(
     return 0
 
 
+def start_sidecars(
+    args: argparse.Namespace, workdir: Path, children: list[subprocess.Popen[bytes]]
+) -> tuple[list[str], list[str]]:
+    """The sidecar, or --replicas of them on our own Redis; their URLs and the lines to print."""
+    settings = {
+        "SIDECAR_MAX_SESSIONS": str(args.max_sessions),
+        "SIDECAR_STUCK_AFTER_SECONDS": "60",
+    }
+    if args.replicas == 1:
+        sidecar = start_sidecar(args.port, settings, children)
+        return [sidecar], [
+            f"sidecar API   {sidecar}/api/v1/stats  (also /api/v1/health, /api/v1/sessions)",
+            f"metrics       {sidecar}/metrics",
+        ]
+    redis = start_redis(require_redis_server(), workdir / "redis", children)
+    settings |= {
+        "SIDECAR_STORE": redis,
+        "SIDECAR_STORE_PREFIX": STORE_NAME,
+        "SIDECAR_STORE_NAME": STORE_NAME,
+    }
+    sidecars = [
+        start_sidecar(args.port + i, settings, children, f"the demo's sidecar {i + 1}")
+        for i in range(args.replicas)
+    ]
+    lines = [
+        f"redis         {redis}  (appendonly yes, appendfsync everysec; in {workdir / 'redis'})",
+        *(
+            f"replica {i}     {url}/api/v1/stats  (metrics: {url}/metrics)"
+            for i, url in enumerate(sidecars, 1)
+        ),
+        f"              SIDECAR_STORE={redis} SIDECAR_STORE_NAME={STORE_NAME} on each",
+    ]
+    return sidecars, lines
+
+
 def run(args: argparse.Namespace, workdir: Path, children: list[subprocess.Popen[bytes]]) -> int:
-    """Check the ports, start the sidecar and Prometheus (if installed), run the plan."""
+    """Check the ports, start the sidecars (and Redis) and Prometheus (if installed), run the
+    plan."""
     rule = utilization_rule()
     plan = default_plan(args.max_sessions, args.rate, args.interval, rule, args.hold_seconds)
     binary = None if args.no_prometheus else shutil.which("prometheus")
-    check_port_free(args.port, "the sidecar", "--port", "is `make run` or another demo running?")
+    for i in range(args.replicas):
+        what = "the sidecar" if args.replicas == 1 else f"replica {i + 1} of {args.replicas}"
+        hint = "is `make run` or another demo running?"
+        check_port_free(args.port + i, what, "--port", hint)
     if binary is not None:
         check_port_free(
             args.prometheus_port, "Prometheus", "--prometheus-port", "is a Prometheus running?"
         )
 
-    sidecar = start_sidecar(args, children)
-    lines = [
-        f"sidecar API   {sidecar}/api/v1/stats  (also /api/v1/health, /api/v1/sessions)",
-        f"metrics       {sidecar}/metrics",
-    ]
+    sidecars, lines = start_sidecars(args, workdir, children)
     watch = None
     if binary is None:
         why = "--no-prometheus" if args.no_prometheus else "Debian: apt-get install prometheus"
         lines.append(f"Prometheus    not started ({why})")
     else:
-        prometheus = start_prometheus(binary, args, workdir, children)
+        prometheus = start_prometheus(binary, sidecars, args, workdir, children)
         ui = prometheus + ui_prefix(prometheus)
         lines += [
             f"Prometheus    {ui}/graph  (targets: {ui}/targets, rules: {ui}/rules)",
@@ -287,23 +283,22 @@ def run(args: argparse.Namespace, workdir: Path, children: list[subprocess.Popen
         ]
         watch = AlertWatch(prometheus, _say)
     print("\n".join(["", *lines, "", "Ctrl-C stops everything.", ""]), flush=True)
-    return run_plan(plan, rule, sidecar, watch, args, children)
+    return run_plan(plan, rule, sidecars, watch, args, children)
+
+
+def replicas_missing() -> str | None:
+    """Why --replicas cannot run here, or None: it needs redis-server and the redis client."""
+    try:
+        require_redis_server()
+    except DemoError as exc:
+        return f"--replicas needs redis-server: {exc}"
+    if importlib.util.find_spec("redis") is None:
+        return NO_CLIENT
+    return None
 
 
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-def _stop(children: list[subprocess.Popen[bytes]]) -> None:
-    """Stop the children, newest first: SIGTERM, then SIGKILL after 15 s."""
-    for child in reversed(children):
-        if child.poll() is None:
-            child.terminate()
-        try:
-            child.wait(15)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -320,6 +315,13 @@ def parser() -> argparse.ArgumentParser:
     add("--port", type=int, default=8000, help="the sidecar's port (default 8000)")
     add("--prometheus-port", type=int, default=9090, help="Prometheus's port (default 9090)")
     add("--no-prometheus", action="store_true", help="do not start Prometheus")
+    add(
+        "--replicas",
+        type=int,
+        default=1,
+        help="sidecars sharing one Redis the demo starts (needs redis-server), on ports "
+        "--port, --port + 1, ... (default 1: one sidecar, sessions in memory)",
+    )
     add("--max-sessions", type=int, default=200, help="the sidecar's capacity (default 200)")
     add("--rate", type=float, default=2.0, help="new sessions per second (default 2)")
     add(
@@ -351,6 +353,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             cli.error(f"--{name.replace('_', '-')} must be above 0")
     if args.hold_seconds is not None and args.hold_seconds < 0:
         cli.error("--hold-seconds must be 0 or more")
+    if not 1 <= args.replicas <= 16:
+        cli.error("--replicas must be 1 to 16")
+    if args.port + args.replicas - 1 > 65535:
+        cli.error(f"--port {args.port} leaves no room for {args.replicas} replicas")
+    missing = replicas_missing() if args.replicas > 1 else None
+    if missing is not None:  # nothing started yet: one line, as for a bad option
+        print(f"demo: {missing}", file=sys.stderr, flush=True)
+        return 2
     for sig in (signal.SIGINT, signal.SIGTERM):  # even if started with SIGINT ignored
         signal.signal(sig, _interrupt)
     children: list[subprocess.Popen[bytes]] = []
@@ -368,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\ndemo: stopping", flush=True)
             status = 0
         finally:
-            _stop(children)
+            stop(children)
     return status
 
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-START_SECONDS = 15.0  # from exec to PONG on a busy 2-core machine
+from demo_redis import START_SECONDS, free_port, ping, redis_command
 
 
 def require_redis_server() -> str:
@@ -31,22 +29,6 @@ def require_redis_server() -> str:
     return path
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _ping(port: int) -> bool:
-    """True when a server on `port` answers PING with +PONG (plain RESP, no client library)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 @dataclass
 class RedisServer:
     """One redis-server process; `url` is what SIDECAR_STORE takes."""
@@ -56,10 +38,13 @@ class RedisServer:
     appendonly: bool = False
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    config: Path | None = None  # a redis.conf read before the options above
+    password: str | None = None  # requirepass
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = "" if self.password is None else f"default:{self.password}@"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
     def log(self) -> Path:
@@ -67,26 +52,19 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         """Start (or restart, on the same port and data) and wait for PONG with a deadline."""
-        command = [
+        # The demo's command line (scripts/demo_redis.py): the tests' Redis is the demo's.
+        extra = () if self.password is None else ("--requirepass", self.password)
+        command = redis_command(
             self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.directory),
-            "--save",
-            "",
-            "--appendonly",
-            "yes" if self.appendonly else "no",
-            "--appendfsync",
-            "everysec",
-            "--logfile",
-            str(self.log),
-        ]
+            self.port,
+            self.directory,
+            appendonly=self.appendonly,
+            config=self.config,
+            extra=extra,
+        )
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_SECONDS
-        while not _ping(self.port):
+        while not ping(self.port, self.password):
             if self.process.poll() is not None:
                 pytest.fail(f"redis-server exited with {self.process.returncode}:\n{self._tail()}")
             if time.monotonic() > deadline:

@@ -116,3 +116,25 @@ def test_it_listens_on_every_interface_only_behind_the_sidecars_token_check() ->
     assert env["SIDECAR_HOST"] == "0.0.0.0"
     assert "SIDECAR_API_TOKEN" not in env
     assert "SIDECAR_ALLOW_UNAUTHENTICATED" not in env
+
+
+def test_the_extras_build_argument_installs_the_wheel_with_a_known_extra() -> None:
+    # deploy/kubernetes-redis's image: --build-arg EXTRAS=redis. The RUN line's pip argument
+    # is run by a real sh with each value; the default installs the bare wheel.
+    assert ("ARG", 'EXTRAS=""') in instructions()
+    (run,) = [args for word, args in instructions() if word == "RUN" and "EXTRAS" in args]
+    found = re.search(r'pip install ("[^"]*")', run)
+    assert found, run
+    extras = pyproject()["project"]["optional-dependencies"]
+    assert isinstance(extras, dict)
+    assert "redis" in extras
+    for value, expected in (("", "/wheels/x.whl"), ("redis", "/wheels/x.whl[redis]")):
+        result = subprocess.run(
+            ["sh", "-c", f"wheel=/wheels/x.whl; printf %s {found.group(1)}"],
+            env={"PATH": "/usr/bin:/bin", "EXTRAS": value},
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        assert result.stdout == expected
