@@ -387,6 +387,8 @@ def test_dashboard_variables_resolve_to_the_scraped_sidecar(
     # What Grafana writes into instance=~"...": the dots escaped for the regex and the string.
     assert values["job"] == JOB
     assert values["instance"] == target["labels"]["instance"].replace(".", "\\\\.")
+    store = memory_store_name(f"http://{target['labels']['instance']}")
+    assert values["store"] == grafana_regex_escape(store)
 
 
 def test_every_dashboard_query_evaluates_without_error(
