@@ -221,8 +221,7 @@ def wait_for_resolved(webhook: Webhook, path: str, alertname: str) -> dict[str, 
     """The resolved notification of `alertname` on `path`, polled with a deadline."""
     (done,) = poll(
         lambda: (
-            [n for n in webhook.notifications(path, alertname) if n["status"] == "resolved"]
-            or None
+            [n for n in webhook.notifications(path, alertname) if n["status"] == "resolved"] or None
         ),
         timeout=30,
         what=lambda: f"the resolved {alertname}; received {webhook.received}",
