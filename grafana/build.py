@@ -4,9 +4,17 @@ Built with Grafana's Foundation SDK (grafana-foundation-sdk==0.0.21, schemaVersi
 committed JSON is this module's output, and tests/test_dashboards.py fails when they differ:
 edit this file, run `make dashboards`, commit both.
 
-Every query is scoped by the `job` and `instance` template variables, so one dashboard serves
-any number of sidecars, and reads from the `datasource` variable, because file provisioning
-cannot resolve an import-time `${DS_PROMETHEUS}` input.
+Every query is scoped by the `job` variable and by `store` or `instance`, and reads from the
+`datasource` variable, because file provisioning cannot resolve an import-time
+`${DS_PROMETHEUS}` input. Two kinds of panels:
+
+- The store's state (sessions, utilization, health, age, stuck, capacity): every replica of
+  one store exports the same figures under the same `store` label, so these queries take
+  `max by (store)` (or a store: recording rule) and only then add stores up: the store's
+  figure, never N times it. Scoped by `job` and `store` (`sstore`).
+- What each replica did or is (counters, latency, cleanup worker, store reachability,
+  version): scoped by `job` and `instance` (`sel`), summed over instances for totals. The
+  `instance` variable lists the replicas of the chosen stores.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
 OVERVIEW_UID = "sidecar-overview"
 DATASOURCE = common.DataSourceRef(type_val="prometheus", uid="${datasource}")
 _SCOPE = 'job=~"$job", instance=~"$instance"'
+_STORE_SCOPE = 'job=~"$job", store=~"$store"'
 
 # The health states' bounds (ManagerConfig's defaults) and the alerts' thresholds.
 WARNING_UTILIZATION = 0.7
@@ -50,6 +59,16 @@ CRITICAL_UTILIZATION = 0.9
 def sel(metric: str, *matchers: str) -> str:
     """A selector for `metric` scoped by the job and instance variables, plus `matchers`."""
     return f"{metric}{{{', '.join((_SCOPE, *matchers))}}}"
+
+
+def sstore(metric: str, *matchers: str) -> str:
+    """A selector for a state gauge (or store: rule) scoped by the job and store variables."""
+    return f"{metric}{{{', '.join((_STORE_SCOPE, *matchers))}}}"
+
+
+def per_store(metric: str, *matchers: str, by: str = "") -> str:
+    """`metric` once per store: the max over the replicas that all export the store's figure."""
+    return f"max by (store{by}) ({sstore(metric, *matchers)})"
 
 
 def rate(metric: str, *matchers: str, window: str = "$__rate_interval") -> str:
@@ -198,10 +217,10 @@ def scope_variable(name: str, label: str, source: str) -> dashboard.QueryVariabl
 
 
 def _capacity_row(builder: dashboard.Dashboard) -> None:
-    warning = sel("sidecar_health_state", 'state="warning"')
-    critical = sel("sidecar_health_state", 'state="critical"')
+    warning = per_store("sidecar_health_state", 'state="warning"')
+    critical = per_store("sidecar_health_state", 'state="critical"')
     # 0 healthy, 1 warning, 2 critical: one number a stat panel can map to a colored word.
-    health_code = f"max by (job, instance) ({warning}) + 2 * max by (job, instance) ({critical})"
+    health_code = f"{warning} + 2 * {critical}"
     evicted = sel("sidecar_sessions_removed_total", 'reason="evicted"')
     builder.with_row(dashboard.Row("Capacity and health").id(1))
     builder.with_panel(
@@ -209,8 +228,9 @@ def _capacity_row(builder: dashboard.Dashboard) -> None:
         .id(2)
         .title("Session utilization")
         .description(
-            "Sessions held divided by max_sessions, per instance (recording rule "
-            "instance:sidecar_sessions_utilization_ratio:max from prometheus/rules.yml). "
+            "Sessions held divided by max_sessions, per store (recording rule "
+            "store:sidecar_sessions_utilization_ratio:max from prometheus/rules.yml; every "
+            "replica of a store shows the same figure). "
             "Green below 70 %; yellow from 70 % (health warning, SidecarSessionUtilizationWarning "
             "after 15 min); red from 90 % (health critical, SidecarSessionUtilizationCritical "
             "after 5 min). Normal: well under 70 %. Above 100 % only just after max_sessions "
@@ -220,8 +240,8 @@ def _capacity_row(builder: dashboard.Dashboard) -> None:
         .with_target(
             query(
                 "A",
-                sel("instance:sidecar_sessions_utilization_ratio:max"),
-                "{{instance}}",
+                sstore("store:sidecar_sessions_utilization_ratio:max"),
+                "{{store}}",
                 instant=True,
             )
         )
@@ -245,10 +265,10 @@ def _capacity_row(builder: dashboard.Dashboard) -> None:
         stat_panel(
             3,
             "Health state",
-            "The health the sidecar reports (GET /api/v1/health), from sidecar_health_state: "
-            "healthy below 70 % utilization, warning from 70 %, critical from 90 %. "
-            "Normal: healthy on every instance.",
-            [query("A", health_code, "{{instance}}", instant=True)],
+            "The health the sidecars report (GET /api/v1/health), per store, from "
+            "sidecar_health_state: healthy below 70 % utilization, warning from 70 %, critical "
+            "from 90 %. Normal: healthy on every store.",
+            [query("A", health_code, "{{store}}", instant=True)],
         )
         .mappings(
             value_text(
@@ -265,20 +285,21 @@ def _capacity_row(builder: dashboard.Dashboard) -> None:
         stat_panel(
             4,
             "Sessions held / capacity",
-            "Sessions held (all statuses) and max_sessions in force, per instance. "
-            "Normal: held well below capacity; capacity changes only when an operator "
-            "changes max_sessions (PATCH /api/v1/admin/config).",
+            "Sessions held (all statuses) and max_sessions in force, per store (each store "
+            "counted once, however many replicas export it). Normal: held well below "
+            "capacity; capacity changes only when an operator changes max_sessions "
+            "(PATCH /api/v1/admin/config).",
             [
                 query(
                     "A",
-                    f"sum by (instance) ({sel('sidecar_sessions')})",
-                    "{{instance}} held",
+                    f"sum by (store) ({per_store('sidecar_sessions', by=', status')})",
+                    "{{store}} held",
                     instant=True,
                 ),
                 query(
                     "B",
-                    f"max by (instance) ({sel('sidecar_sessions_capacity')})",
-                    "{{instance}} capacity",
+                    per_store("sidecar_sessions_capacity"),
+                    "{{store}} capacity",
                     instant=True,
                 ),
             ],
@@ -289,7 +310,8 @@ def _capacity_row(builder: dashboard.Dashboard) -> None:
             5,
             "Evictions in range",
             "Sessions evicted to make room for new ones (capacity policy evict_oldest) during "
-            "the dashboard's time range, all selected instances. Evicted sessions are lost to "
+            "the dashboard's time range, summed over the selected replicas (each counts its "
+            "own). Evicted sessions are lost to "
             "their clients. Normal: 0; anything else fires SidecarSessionsEvicted.",
             [
                 query(
@@ -351,13 +373,18 @@ def _sessions_row(builder: dashboard.Dashboard) -> None:
         timeseries_panel(
             9,
             "Sessions by status",
-            "Sessions held by status, stacked, summed over the selected instances, with their "
-            "total capacity as a dashed red line. Normal: pending and processing follow the "
+            "Sessions held by status, stacked, each selected store counted once (not once per "
+            "replica), with their total capacity as a dashed red line. Normal: pending and "
+            "processing follow the "
             "load; completed and failed sessions are kept until they expire (6 h and 1 h by "
             "default); the stack stays under the capacity line.",
             [
-                query("A", f"sum by (status) ({sel('sidecar_sessions')})", "{{status}}"),
-                query("B", f"sum({sel('sidecar_sessions_capacity')})", "capacity"),
+                query(
+                    "A",
+                    f"sum by (status) ({per_store('sidecar_sessions', by=', status')})",
+                    "{{status}}",
+                ),
+                query("B", f"sum({per_store('sidecar_sessions_capacity')})", "capacity"),
             ],
             span=12,
             stacked=True,
@@ -370,10 +397,10 @@ def _sessions_row(builder: dashboard.Dashboard) -> None:
         timeseries_panel(
             10,
             "Session utilization over time",
-            "Held / max_sessions per instance, with the health bounds at 70 % and 90 % drawn "
+            "Held / max_sessions per store, with the health bounds at 70 % and 90 % drawn "
             "as thresholds. Normal: under 70 %. A steady climb toward 100 % is what "
             "SidecarSessionCapacityFullSoon forecasts.",
-            [query("A", sel("instance:sidecar_sessions_utilization_ratio:max"), "{{instance}}")],
+            [query("A", sstore("store:sidecar_sessions_utilization_ratio:max"), "{{store}}")],
             unit="percentunit",
             span=12,
         )
@@ -403,7 +430,7 @@ def _sessions_row(builder: dashboard.Dashboard) -> None:
         .id(11)
         .title("Sessions by age")
         .description(
-            "Sessions held by time since creation, summed over the selected instances. "
+            "Sessions held by time since creation, each selected store counted once. "
             "Normal: most sessions under 1 h; sessions over 24 h should not exist, because "
             "the cleanup worker expires them (session_max_age_seconds, 24 h by default)."
         )
@@ -412,7 +439,7 @@ def _sessions_row(builder: dashboard.Dashboard) -> None:
             [
                 query(
                     chr(ord("A") + index),
-                    "sum(" + sel("sidecar_sessions_by_age", f'age_bucket="{bucket}"') + ")",
+                    "sum(" + per_store("sidecar_sessions_by_age", f'age_bucket="{bucket}"') + ")",
                     legend,
                     instant=True,
                 )
@@ -437,22 +464,22 @@ def _sessions_row(builder: dashboard.Dashboard) -> None:
             12,
             "Age of the oldest pending and processing session",
             "Time since creation of the oldest pending and the oldest processing session, per "
-            "instance; no line while a status is empty. The dashed red line is the stuck "
+            "store; no line while a status is empty. The dashed red line is the stuck "
             "threshold (stuck_after_seconds), which applies to time since the last update. "
             "Normal: minutes, about as long as a generation takes; a line that only grows "
             "means sessions are not moving.",
             [
                 query(
                     "A",
-                    "time() - min by (instance, status) ("
-                    + sel(
+                    "time() - min by (store, status) ("
+                    + sstore(
                         "sidecar_session_oldest_created_timestamp_seconds",
                         'status=~"pending|processing"',
                     )
                     + ")",
-                    "{{instance}} {{status}}",
+                    "{{store}} {{status}}",
                 ),
-                query("B", f"max({sel('sidecar_stuck_after_seconds')})", "stuck threshold"),
+                query("B", f"max({sstore('sidecar_stuck_after_seconds')})", "stuck threshold"),
             ],
             unit="s",
         ).override_by_name(threshold_name, threshold_line)
@@ -462,9 +489,9 @@ def _sessions_row(builder: dashboard.Dashboard) -> None:
             13,
             "Stuck sessions",
             "Processing sessions not updated for longer than the stuck threshold, per "
-            "instance. Normal: 0. Above 0 for 15 minutes fires SidecarSessionsStuck; the "
+            "store. Normal: 0. Above 0 for 15 minutes fires SidecarSessionsStuck; the "
             "sessions are listed by GET /api/v1/sessions?status=processing.",
-            [query("A", f"sum by (instance) ({sel('sidecar_sessions_stuck')})", "{{instance}}")],
+            [query("A", per_store("sidecar_sessions_stuck"), "{{store}}")],
         )
         .decimals(0)
         .min(0)
@@ -527,15 +554,16 @@ def _throughput_row(builder: dashboard.Dashboard) -> None:
         timeseries_panel(
             17,
             "Failure ratio (15 min)",
-            "Failed / finished sessions over the last 15 minutes per instance (recording rule "
-            "instance:sidecar_session_failures:ratio_rate15m, the figure "
+            "Failed / finished sessions over the last 15 minutes per store, the store's "
+            "replicas summed (recording rule store:sidecar_session_failures:ratio_rate15m, "
+            "the figure "
             "SidecarSessionFailureRatioHigh alerts on above 20 % with at least 10 finished). "
             "No line while nothing finishes. Normal: a few percent at most.",
             [
                 query(
                     "A",
-                    sel("instance:sidecar_session_failures:ratio_rate15m"),
-                    "{{instance}}",
+                    sstore("store:sidecar_session_failures:ratio_rate15m"),
+                    "{{store}}",
                 )
             ],
             unit="percentunit",
@@ -754,7 +782,8 @@ def build_overview() -> dict[str, Any]:
         .uid(OVERVIEW_UID)
         .description(
             "Capacity, health, session flow, cleanup worker and HTTP API of the session "
-            "sidecars selected by the job and instance variables. Alerts and their runbook: "
+            "sidecars selected by the job, store and instance variables: the store's figures "
+            "once per store, what each replica did per instance. Alerts and their runbook: "
             "prometheus/alerts.yml and docs/runbook.md."
         )
         .tags(["sidecar", "sessions"])
@@ -767,7 +796,10 @@ def build_overview() -> dict[str, Any]:
             dashboard.DatasourceVariable("datasource").label("Data source").type("prometheus")
         )
         .with_variable(scope_variable("job", "Job", "sidecar_build_info"))
-        .with_variable(scope_variable("instance", "Instance", 'sidecar_build_info{job=~"$job"}'))
+        .with_variable(scope_variable("store", "Store", 'sidecar_store_up{job=~"$job"}'))
+        .with_variable(
+            scope_variable("instance", "Instance", 'sidecar_store_up{job=~"$job", store=~"$store"}')
+        )
     )
     rows = (_capacity_row, _sessions_row, _throughput_row, _cleanup_row, _http_row, _store_row)
     for add_row in rows:

@@ -39,7 +39,8 @@ def ui_prefix(prometheus: str) -> str:
 
 
 class AlertWatch:
-    """Prints each change of the alerts Prometheus reports, by name and instance."""
+    """Prints each change of the alerts Prometheus reports, by name and where: the store for
+    the alerts keyed by store (the session alerts), else the instance."""
 
     def __init__(self, prometheus: str, out: Callable[[str], None]) -> None:
         self._url = f"{prometheus}/api/v1/alerts"
@@ -55,12 +56,13 @@ class AlertWatch:
         now: dict[tuple[str, str], str] = {}
         for alert in alerts:
             labels = alert.get("labels", {})
-            now[(labels.get("alertname", "?"), labels.get("instance", ""))] = alert["state"]
+            where = labels.get("store") or labels.get("instance", "")
+            now[(labels.get("alertname", "?"), where)] = alert["state"]
         for key in sorted(self.states.keys() | now.keys()):
             before, after = self.states.get(key, "inactive"), now.get(key, "inactive")
             if before != after:
-                name, instance = key
+                name, place = key
                 self.seen.add((name, after))
-                where = f" ({instance})" if instance else ""
+                where = f" ({place})" if place else ""
                 self._out(f"alert {name}{where}: {before} -> {after}")
         self.states = now

@@ -109,8 +109,9 @@ class SessionCollector(Collector):
     The state gauges describe the store, so they carry a `store` label naming it: replicas
     attached to one store export the same values under the same label, and Prometheus
     aggregates them once per store. While the store does not answer they are left out (no
-    stale figure is shown as current) and `sidecar_store_up` is 0; the counters of what this
-    process did are exported either way.
+    stale figure is shown as current) and `sidecar_store_up` is 0; it carries the `store`
+    label too, so the alerts can group replicas that cannot reach one store. The counters of
+    what this process did are exported either way.
     """
 
     def __init__(self, manager: SessionManager, store: StoreName | None = None) -> None:
@@ -178,6 +179,7 @@ class SessionCollector(Collector):
             "sidecar_store_up",
             "1 when the session store answered this scrape's read, 0 when it failed or timed "
             "out (the state gauges are then absent).",
+            labels=store,
         )
         worker_up = GaugeMetricFamily(
             "sidecar_cleanup_worker_up", "1 while the cleanup worker thread is alive."
@@ -230,7 +232,7 @@ class SessionCollector(Collector):
             for status, moment in snap.oldest_created.items():
                 oldest.add_metric([*name, status.value], (moment - EPOCH).total_seconds())
         if manager is not None:
-            store_up.add_metric([], 1.0 if up else 0.0)
+            store_up.add_metric([self._store.value], 1.0 if up else 0.0)
             c = manager.event_counts()
             worker_up.add_metric([], 1.0 if manager.worker_alive else 0.0)
             ended = c.cleanup_last_run

@@ -75,10 +75,10 @@ def test_every_shipped_alert_is_routed_by_its_severity(amtool: str) -> None:
 
 def test_grouping_inhibition_and_resolved_notifications_are_configured() -> None:
     config = load(CONFIG)
-    # One notification per alert and job; the shared-store label joins this list later.
-    assert config["route"]["group_by"] == ["alertname", "job"]
+    # One notification per alert, job and store: replicas sharing a store are one problem.
+    assert config["route"]["group_by"] == ["alertname", "job", "store"]
     (inhibit,) = config["inhibit_rules"]
-    assert inhibit["equal"] == ["job", "instance"]
+    assert inhibit["equal"] == ["job", "store"]
     hooks = [hook for r in config["receivers"] for hook in r["webhook_configs"]]
     assert len(hooks) == 2
     assert all(hook["send_resolved"] is True for hook in hooks)

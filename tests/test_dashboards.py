@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import STATE_GAUGES
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "grafana"
@@ -112,8 +113,8 @@ def test_no_import_time_datasource_input_anywhere() -> None:
     assert "__inputs" not in json.loads(text)
 
 
-@pytest.mark.parametrize("name", ["job", "instance"])
-def test_job_and_instance_are_multi_select_variables_with_all(
+@pytest.mark.parametrize("name", ["job", "store", "instance"])
+def test_job_store_and_instance_are_multi_select_variables_with_all(
     overview: dict[str, Any], name: str
 ) -> None:
     scope = variable(overview, name)
@@ -121,13 +122,22 @@ def test_job_and_instance_are_multi_select_variables_with_all(
     assert scope["multi"] is True
     assert scope["includeAll"] is True
     assert scope["datasource"] == DATASOURCE_REF
-    assert scope["query"].startswith("label_values(sidecar_build_info")
+    assert scope["query"].startswith("label_values(sidecar_")
     assert scope["query"].endswith(f", {name})")
 
 
-def test_instance_choices_follow_the_chosen_jobs(overview: dict[str, Any]) -> None:
+def test_store_choices_follow_the_jobs_and_instance_choices_the_stores(
+    overview: dict[str, Any],
+) -> None:
+    names = [v["name"] for v in overview["templating"]["list"]]
+    assert names == ["datasource", "job", "store", "instance"]
+    assert variable(overview, "job")["query"] == "label_values(sidecar_build_info, job)"
+    # sidecar_store_up carries `store` and is exported while the store is down too
+    assert variable(overview, "store")["query"] == (
+        'label_values(sidecar_store_up{job=~"$job"}, store)'
+    )
     assert variable(overview, "instance")["query"] == (
-        'label_values(sidecar_build_info{job=~"$job"}, instance)'
+        'label_values(sidecar_store_up{job=~"$job", store=~"$store"}, instance)'
     )
 
 
@@ -188,7 +198,7 @@ def test_utilization_gauge_shows_the_health_bounds(overview: dict[str, Any]) -> 
         ],
     }
     assert [target["expr"] for target in gauge["targets"]] == [
-        'instance:sidecar_sessions_utilization_ratio:max{job=~"$job", instance=~"$instance"}'
+        'store:sidecar_sessions_utilization_ratio:max{job=~"$job", store=~"$store"}'
     ]
 
 
@@ -246,13 +256,36 @@ def test_duration_and_latency_quantiles_aggregate_buckets_by_le(overview: dict[s
 _SELECTOR = re.compile(r"((?:[a-z_]+:)?sidecar_[a-z0-9_]+(?::[a-z0-9_]+)?)(\{[^}]*\})?")
 
 
-def test_every_selector_is_scoped_by_job_and_instance(overview: dict[str, Any]) -> None:
-    selectors = 0
+def is_store_state(metric: str) -> bool:
+    """A state gauge (the same figure on every replica of a store) or a store: rule."""
+    return metric in STATE_GAUGES or metric.startswith("store:")
+
+
+def test_every_selector_is_scoped_by_job_and_its_store_or_instance(
+    overview: dict[str, Any],
+) -> None:
+    selectors = {"store": 0, "instance": 0}
     for title, target in targets(overview):
         for metric, matchers in _SELECTOR.findall(target["expr"]):
-            selectors += 1
-            assert matchers.startswith('{job=~"$job", instance=~"$instance"'), (title, metric)
-    assert selectors >= 30
+            scope = "store" if is_store_state(metric) else "instance"
+            selectors[scope] += 1
+            assert matchers.startswith(f'{{job=~"$job", {scope}=~"${scope}"'), (title, metric)
+    assert selectors["store"] >= 12
+    assert selectors["instance"] >= 20
+
+
+def test_state_gauges_are_taken_once_per_store_before_any_sum(overview: dict[str, Any]) -> None:
+    # Replicas of one store export the same figures: a sum over instances would show N times
+    # the store's. Each state gauge is read through max or min (by store) first.
+    once = re.compile(r"(?:(?:max|min) by \(store(?:, \w+)*\) \(|max\()$")
+    checked = 0
+    for title, target in targets(overview):
+        expr = target["expr"]
+        for found in re.finditer(r"\b(sidecar_[a-z0-9_]+)\{", expr):
+            if found.group(1) in STATE_GAUGES:
+                checked += 1
+                assert once.search(expr[: found.start()]), (title, expr)
+    assert checked >= 10
 
 
 def test_rates_use_the_rate_interval_and_increases_the_time_range(

@@ -140,8 +140,12 @@ def test_a_short_demo_shows_the_critical_alert_pending_then_resolved(tmp_path: P
     out = demo.output()
     assert "filled: 19 of 20 sessions held, utilization 0.95" in out
     assert "alert SidecarSessionUtilizationCritical" in out
-    assert re.search(r"SidecarSessionUtilizationCritical \(\S+\): inactive -> pending", out), out
-    assert re.search(r"SidecarSessionUtilizationCritical \(\S+\): pending -> inactive", out), out
+    assert re.search(
+        r"SidecarSessionUtilizationCritical \(memory:\S+\): inactive -> pending", out
+    ), out
+    assert re.search(
+        r"SidecarSessionUtilizationCritical \(memory:\S+\): pending -> inactive", out
+    ), out
     assert "SidecarDown" not in out  # the demo starts once Prometheus has scraped the sidecar
     assert "SidecarSessionUtilizationCritical did NOT fire and is now resolved" in out
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from conftest import SidecarProcess, SidecarSpawner, poll, require_binary
+from conftest import SidecarProcess, SidecarSpawner, memory_store_name, poll, require_binary
 from prometheus_process import Prometheus, load_demo, run_prometheus
 from test_dashboards import OVERVIEW, panels
 from test_metric_names import metric_names
@@ -114,7 +114,7 @@ def target(prometheus: Prometheus) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def before_fill(prometheus: Prometheus, target: dict[str, Any]) -> BeforeFill:
     """The critical alert as evaluated after Prometheus knew the empty sidecar's utilization."""
-    utilization = "instance:sidecar_sessions_utilization_ratio:max"
+    utilization = "store:sidecar_sessions_utilization_ratio:max"
     recorded = poll(
         lambda: prometheus.query(utilization) or None, timeout=15, what=f"{utilization} recorded"
     )
@@ -235,11 +235,12 @@ def test_utilization_critical_goes_pending_once_the_sidecar_is_95_percent_full(
     )
     # `for: 5m`: the test does not wait five minutes, so pending is as far as it goes.
     assert alert["state"] == "pending"
+    # keyed by the store: a memory sidecar is its own store, memory:<host>:<port>
     assert alert["labels"] == {
         "alertname": CRITICAL,
         "severity": "critical",
         "job": JOB,
-        "instance": target["labels"]["instance"],
+        "store": memory_store_name(f"http://{target['labels']['instance']}"),
     }
     assert float(alert["value"]) == FILL / CAPACITY
     assert prometheus.rule(CRITICAL)["state"] == "pending"
@@ -386,6 +387,8 @@ def test_dashboard_variables_resolve_to_the_scraped_sidecar(
     # What Grafana writes into instance=~"...": the dots escaped for the regex and the string.
     assert values["job"] == JOB
     assert values["instance"] == target["labels"]["instance"].replace(".", "\\\\.")
+    store = memory_store_name(f"http://{target['labels']['instance']}")
+    assert values["store"] == grafana_regex_escape(store)
 
 
 def test_every_dashboard_query_evaluates_without_error(

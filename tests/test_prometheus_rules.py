@@ -27,7 +27,7 @@ RUNBOOK = ROOT / "docs" / "runbook.md"
 README = ROOT / "README.md"
 GENERATOR = ROOT / "deploy" / "generate.py"
 
-# Alert -> severity, as issue 5 asks for them.
+# Alert -> severity, as issues 5 and 11 ask for them.
 REQUIRED_ALERTS = {
     "SidecarSessionUtilizationCritical": "critical",
     "SidecarSessionUtilizationWarning": "warning",
@@ -35,9 +35,14 @@ REQUIRED_ALERTS = {
     "SidecarSessionsEvicted": "warning",
     "SidecarSessionsStuck": "warning",
     "SidecarSessionFailureRatioHigh": "warning",
+    "SidecarStoreDown": "critical",
     "SidecarCleanupWorkerDown": "critical",
     "SidecarDown": "critical",
 }
+# Issue 11: alerts about the store's sessions fire once per (job, store), however many replicas
+# share the store; alerts about one process stay per (job, instance).
+PER_INSTANCE = frozenset({"SidecarCleanupWorkerDown", "SidecarDown"})
+PER_STORE = frozenset(REQUIRED_ALERTS) - PER_INSTANCE
 
 
 def load(path: Path) -> Any:
@@ -90,7 +95,8 @@ def test_rule_files_pass_promtool_check(promtool: str) -> None:
 
 
 def test_promtool_unit_tests_pass(promtool: str) -> None:
-    assert [path.name for path in UNIT_TESTS] == ["alerts_test.yml", "rules_test.yml"]
+    names = [path.name for path in UNIT_TESTS]
+    assert names == ["alerts_test.yml", "replicas_test.yml", "rules_test.yml"]
     result = run(promtool, "test", "rules", *map(str, UNIT_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("SUCCESS") == len(UNIT_TESTS)
@@ -144,6 +150,36 @@ def test_promtool_unit_tests_catch_a_wrong_expectation(promtool: str, tmp_path: 
     assert "FAILED" in result.stdout + result.stderr
 
 
+def test_the_replicas_unit_test_catches_alerts_that_fire_per_replica(
+    promtool: str, tmp_path: Path
+) -> None:
+    # The shipped rules with the utilization figure and the store-down alert per instance,
+    # as they were before issue 11: replicas_test.yml must see one alert per replica and fail.
+    rules = RULES.read_text(encoding="utf-8")
+    per_instance = rules.replace(
+        "expr: max by (job, store) (sidecar_sessions_utilization_ratio)",
+        "expr: max by (job, instance, store) (sidecar_sessions_utilization_ratio)",
+    )
+    text = ALERTS.read_text(encoding="utf-8")
+    down_per_instance = text.replace(
+        "expr: count by (job, store) (sidecar_store_up == 0)", "expr: sidecar_store_up == 0"
+    )
+    assert per_instance != rules
+    assert down_per_instance != text
+    (tmp_path / "rules.yml").write_text(per_instance, encoding="utf-8")
+    (tmp_path / "alerts.yml").write_text(down_per_instance, encoding="utf-8")
+    (tmp_path / "tests").mkdir()
+    shutil.copy(PROMETHEUS / "tests" / "replicas_test.yml", tmp_path / "tests")
+
+    result = run(promtool, "test", "rules", str(tmp_path / "tests" / "replicas_test.yml"))
+
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    for alertname in ("SidecarSessionUtilizationCritical", "SidecarStoreDown"):
+        assert f"alertname: {alertname}" in output
+    assert 'instance="10.0.0.3:8000"' in output
+
+
 # ---------------------------------------------------------------------------- alerts
 
 
@@ -163,8 +199,22 @@ def test_alert_annotations_follow_the_mixin_conventions(name: str) -> None:
     assert set(annotations) == {"summary", "description", "runbook_url"}
     assert annotations["summary"].endswith(".")
     assert "{{" not in annotations["summary"]
-    assert "$labels.instance" in annotations["description"]
+    key = "store" if name in PER_STORE else "instance"
+    assert f"$labels.{key}" in annotations["description"]
     assert "$value" in annotations["description"]
+
+
+@pytest.mark.parametrize("name", sorted(PER_STORE))
+def test_store_alerts_are_keyed_by_job_and_store(name: str) -> None:
+    # Each reads a store: recording rule or aggregates by (job, store): never one series per
+    # replica, never the instance label.
+    expr = alerts()[name]["expr"]
+    groupings = re.findall(r"\bby \(([^)]*)\)", expr)
+    store_rules = re.findall(r"\bstore:sidecar_\w+:\w+", expr)
+    assert groupings or store_rules, name
+    assert all(g.replace(" ", "") == "job,store" for g in groupings), name
+    assert all(name in recording_rules() for name in store_rules), expr
+    assert "instance" not in expr, name
 
 
 @pytest.mark.parametrize("name", sorted(REQUIRED_ALERTS))
@@ -244,6 +294,9 @@ def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
                 continue
             for alert in expected:
                 assert {"severity", "job"} <= set(alert["exp_labels"]), check
+                if check["alertname"] in PER_STORE:
+                    assert "store" in alert["exp_labels"], check
+                    assert "instance" not in alert["exp_labels"], check
                 assert set(alert["exp_annotations"]) == {"summary", "description", "runbook_url"}
             firing.add(check["alertname"])
     assert firing == set(REQUIRED_ALERTS)
@@ -277,16 +330,34 @@ def test_readme_alert_table_lists_every_alert_with_its_severity() -> None:
 def test_recording_rules_are_named_level_metric_operations() -> None:
     for name in recording_rules():
         level, metric, operations = name.split(":")
-        assert level in {"instance", "job"}, name
+        assert level in {"instance", "store"}, name
         assert metric.startswith("sidecar_"), name
         assert re.fullmatch(r"[a-z0-9_]+", operations), name
 
 
-def test_recording_rules_keep_job_and_instance() -> None:
+def test_recording_rules_keep_the_labels_of_their_level() -> None:
+    # store: rules keep job and store (one series per store); instance: rules job and instance.
     for name, rule in recording_rules().items():
-        for grouping in re.findall(r"\bby \(([^)]*)\)", rule["expr"]):
+        level = name.split(":")[0]
+        groupings = re.findall(r"\bby \(([^)]*)\)", rule["expr"])
+        for grouping in groupings:
             labels = {label.strip() for label in grouping.split(",")}
-            assert {"job", "instance"} <= labels, name
+            assert {"job", level} <= labels, name
+            if level == "store":
+                assert labels == {"job", "store"}, name
+
+
+def test_counters_are_attributed_to_their_store_by_one_join() -> None:
+    # Counters carry no store label: each store: rule over one joins the instance's store.
+    join = "* on (job, instance) group_left (store) instance:sidecar_store:group"
+    rules = recording_rules()
+    assert rules["instance:sidecar_store:group"]["expr"] == (
+        "group by (job, instance, store) (sidecar_store_up)"
+    )
+    for name, rule in rules.items():
+        if "_total" in rule["expr"]:
+            assert name.startswith("store:"), name
+            assert join in rule["expr"], name
 
 
 def test_every_recording_rule_has_an_expression_test() -> None:
@@ -298,6 +369,6 @@ def test_every_recording_rule_has_an_expression_test() -> None:
 
 def test_every_prometheus_yaml_file_parses() -> None:
     paths = sorted(PROMETHEUS.rglob("*.yml"))
-    assert len(paths) == 6
+    assert len(paths) == 7
     for path in paths:
         assert isinstance(load(path), dict), path

@@ -103,7 +103,9 @@ def test_an_outage_answers_503_store_unavailable_and_recovery_needs_no_restart(
         assert ready.status_code == 503
         assert ready.get_json()["checks"]["store"] is False
         assert live.status_code == 200
-        assert "sidecar_store_up 0.0" in scrape
+        store = get_sidecar(app).metrics.store_name.value
+        # the store's label on store_up too: the alerts group the replicas of one store by it
+        assert f'sidecar_store_up{{store="{store}"}} 0.0' in scrape
         # no stale figure passed off as current: the state gauges are left out
         assert not any(f"\n{name}{{" in scrape for name in STATE_GAUGES)
         assert "sidecar_sessions_created_total 1.0" in scrape
@@ -111,7 +113,8 @@ def test_an_outage_answers_503_store_unavailable_and_recovery_needs_no_restart(
         server.start()  # same port, empty (no persistence)
         assert client.get("/readyz").status_code == 200
         assert client.post(S, json=STORY).status_code == 201
-        assert "sidecar_store_up 1.0" in client.get("/metrics").get_data(as_text=True)
+        up = f'sidecar_store_up{{store="{store}"}} 1.0'
+        assert up in client.get("/metrics").get_data(as_text=True)
     finally:
         server.stop()
 
@@ -149,7 +152,8 @@ def test_store_calls_are_timed_by_operation(
     assert isinstance(get_sidecar(app).manager.store, ObservedStore)
     assert count("create") == 1
     assert count("purge") == 0  # every operation's series exists from the start
-    assert registry.get_sample_value("sidecar_store_up") == 1
+    store = get_sidecar(app).metrics.store_name.value
+    assert registry.get_sample_value("sidecar_store_up", {"store": store}) == 1
 
 
 @pytest.mark.parametrize(
