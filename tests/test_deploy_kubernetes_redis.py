@@ -294,7 +294,7 @@ def test_real_redis_takes_the_config_and_a_real_sidecar_with_the_pod_settings_ge
             assert response.status_code == 200
             name = settings["SIDECAR_STORE_NAME"]
             assert f'sidecar_sessions_capacity{{store="{name}"}} 1000.0' in response.text
-            assert "sidecar_store_up 1.0" in response.text
+            assert f'sidecar_store_up{{store="{name}"}} 1.0' in response.text
 
         # requirepass is in force: the URL without the password is never ready
         anonymous = urllib.parse.urlunsplit(local._replace(netloc=f"127.0.0.1:{server.port}"))
