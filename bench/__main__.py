@@ -12,7 +12,16 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import churn, client, http_overhead, memory, mutations, resilience, scrape
+from bench import (
+    churn,
+    client,
+    http_overhead,
+    memory,
+    mutations,
+    redis_scrape,
+    resilience,
+    scrape,
+)
 from bench.common import Log, Section, machine_info
 
 BENCHMARKS: dict[int, Callable[[bool, Log], Section]] = {
@@ -23,6 +32,7 @@ BENCHMARKS: dict[int, Callable[[bool, Log], Section]] = {
     5: memory.run,
     6: resilience.run,
     7: client.run,
+    8: redis_scrape.run,
 }
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.md"
