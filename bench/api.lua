@@ -31,9 +31,11 @@ function request()
   end
   counter = counter + 1
   local id = ids[(counter % #ids) + 1]
+  -- total_steps at the API's bound (MAX_STEPS in sidecar/core/models.py), the step kept under it
+  local step = counter % 1000000
   local body = string.format(
-    '{"current_step": %d, "total_steps": 1000000000, "description": "rendering frame %d"}',
-    counter, counter)
+    '{"current_step": %d, "total_steps": 1000000, "description": "rendering frame %d"}',
+    step, step)
   return wrk.format("PUT", "/api/v1/sessions/" .. id .. "/progress", json_headers, body)
 end
 

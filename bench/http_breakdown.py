@@ -20,7 +20,7 @@ from flask import Flask
 
 from bench.bare_app import create_bare_app
 from sidecar.core.manager import SessionManager
-from sidecar.core.models import GenerationRequest, GenerationSession
+from sidecar.core.models import MAX_STEPS, GenerationRequest, GenerationSession
 from sidecar.settings import Settings
 from sidecar.web.app import create_app, get_sidecar
 
@@ -55,7 +55,11 @@ def _requests(mode: str, session_id: str, n: int) -> list[Environ]:
             "PUT",
             f"/api/v1/sessions/{session_id}/progress",
             json.dumps(
-                {"current_step": i, "total_steps": 10**9, "description": f"rendering frame {i}"}
+                {
+                    "current_step": i % MAX_STEPS,
+                    "total_steps": MAX_STEPS,
+                    "description": f"rendering frame {i}",
+                }
             ).encode(),
         )
         for i in range(n)
@@ -65,7 +69,7 @@ def _requests(mode: str, session_id: str, n: int) -> list[Environ]:
 def _stub_manager(manager: SessionManager, mode: str, session: GenerationSession) -> None:
     """Make the manager call of this mode return `session` without doing anything."""
 
-    def create(_request: GenerationRequest) -> GenerationSession:
+    def create(_request: GenerationRequest, _key: object = None) -> GenerationSession:
         return session
 
     def update(_session_id: str, _updates: object) -> GenerationSession:

@@ -58,7 +58,14 @@ def _selfcheck(_args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from sidecar.logs import configure_logging
     from sidecar.server import is_loopback, serve
-    from sidecar.settings import Settings, describe_errors, host_problem, source_name
+    from sidecar.settings import (
+        Settings,
+        describe_errors,
+        env_name,
+        flag_name,
+        host_problem,
+        source_name,
+    )
 
     overrides = {name: value for name, value in vars(args).items() if name in Settings.model_fields}
     given = frozenset(overrides)
@@ -84,6 +91,13 @@ def _serve(args: argparse.Namespace) -> int:
                 f"{source_name('store', given)} names a Redis store but the Redis client is not "
                 "installed: pip install 'session-sidecar[redis]'"
             )
+    if settings.snapshot_path is not None:
+        from sidecar.store.snapshot import path_problem
+
+        problem = path_problem(settings.snapshot_path)
+        if problem is not None:
+            where = source_name("snapshot_path", given)
+            return _fail(f"invalid {where}={settings.snapshot_path}: {problem}")
     configure_logging(settings.log_level, settings.log_format)
     if unauthenticated:
         logging.getLogger("sidecar.cli").warning(
@@ -91,7 +105,17 @@ def _serve(args: argparse.Namespace) -> int:
             settings.host,
             source_name("allow_unauthenticated", given),
         )
-    return serve(settings)
+    from sidecar.store.snapshot import SnapshotError
+
+    try:
+        return serve(settings)
+    except SnapshotError as exc:
+        discard = "snapshot_discard_invalid"
+        return _fail(
+            f"cannot restore sessions from {exc}; move the file away, or set "
+            f"{env_name(discard)}=true (or pass {flag_name(discard)}) to move it aside "
+            "and start empty"
+        )
 
 
 def _metavar(name: str, field: FieldInfo) -> str:
@@ -104,6 +128,8 @@ def _metavar(name: str, field: FieldInfo) -> str:
         return "TOKEN"
     if name.endswith("_seconds"):
         return "SECONDS"
+    if name.endswith("_path"):
+        return "PATH"
     if kind is int:
         return "N"
     if kind is float:

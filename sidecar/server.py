@@ -321,7 +321,9 @@ def _freeze_start_up_objects() -> None:
 
 
 def serve(settings: Settings) -> int:
-    """Run the sidecar until SIGTERM or SIGINT; 0 after a clean stop, 1 if it cannot listen."""
+    """Run the sidecar until SIGTERM or SIGINT; 0 after a clean stop, 1 if it cannot listen
+    or the snapshot could not be written at shutdown. A snapshot that cannot be restored
+    raises its SnapshotError before anything starts."""
     app = create_app(settings)
     sidecar = get_sidecar(app)
     try:
@@ -357,5 +359,8 @@ def serve(settings: Settings) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sidecar.close()
+    if sidecar.snapshots is not None and sidecar.snapshots.failed:
+        logger.info("stopped; the sessions were not kept (see the snapshot error above)")
+        return 1
     logger.info("stopped")
     return 0

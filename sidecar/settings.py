@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
@@ -177,8 +178,43 @@ class Settings(_ManagerSettings):
     allow_unauthenticated: Annotated[
         bool, Field(description="Serve a non-loopback address without an API token.")
     ] = False
+    snapshot_path: Annotated[
+        Path | None,
+        Field(
+            description="Memory store only: a file the sessions are written to at shutdown "
+            "(atomically) and restored from at start; its directory must exist and be writable."
+        ),
+    ] = None
+    snapshot_interval_seconds: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=86400,
+            description="Also write the snapshot this often, so a crash loses at most one "
+            "interval; 0: only at shutdown.",
+        ),
+    ] = 0
+    snapshot_discard_invalid: Annotated[
+        bool,
+        Field(
+            description="Move an unusable snapshot aside (<path>.invalid-<UTC time>) and start "
+            "empty, instead of refusing to start."
+        ),
+    ] = False
 
     _manager_config: ManagerConfig = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _check_snapshot(self) -> Settings:
+        # Words that name a field are written alone: describe_errors names them as set.
+        if self.snapshot_path is not None and self.store != "memory":
+            raise ValueError(
+                "snapshot_path is for memory sessions only: with store naming Redis the "
+                "sessions are already kept by Redis (durable with appendonly yes); unset one"
+            )
+        if self.snapshot_interval_seconds and self.snapshot_path is None:
+            raise ValueError("snapshot_interval_seconds needs snapshot_path")
+        return self
 
     @model_validator(mode="after")
     def _build_manager_config(self) -> Settings:

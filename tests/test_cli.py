@@ -71,6 +71,40 @@ def test_a_bad_variable_exits_2_with_one_line_before_anything_starts(
     assert served == []
 
 
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (
+            ["--store", "redis://127.0.0.1:1/0", "--snapshot-path", "/tmp/s.json"],
+            "invalid settings: --snapshot-path is for memory sessions only: with --store naming "
+            "Redis the sessions are already kept by Redis (durable with appendonly yes); "
+            "unset one",
+        ),
+        (
+            ["--snapshot-interval-seconds", "60"],
+            "invalid settings: --snapshot-interval-seconds needs SIDECAR_SNAPSHOT_PATH",
+        ),
+        (
+            ["--snapshot-interval-seconds", "-1", "--snapshot-path", "/tmp/s.json"],
+            "invalid --snapshot-interval-seconds=-1: must be >= 0",
+        ),
+        (
+            ["--snapshot-path", "/nonexistent-dir/s.json"],
+            "invalid --snapshot-path=/nonexistent-dir/s.json: "
+            "directory /nonexistent-dir does not exist",
+        ),
+    ],
+)
+def test_a_snapshot_that_cannot_work_exits_2_before_anything_starts(
+    served: list[Settings], capsys: pytest.CaptureFixture[str], argv: list[str], line: str
+) -> None:
+    status = main(["serve", *argv])
+
+    assert status == 2
+    assert capsys.readouterr().err == f"sidecar: {line}\n"
+    assert served == []
+
+
 def test_a_bad_flag_is_named_as_the_flag(
     served: list[Settings], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -149,6 +183,8 @@ def test_serve_help_shows_each_flags_choices_and_default(
         "CONNECTION_LIMIT": "2000", "IDLE_TIMEOUT_SECONDS": "30", "MAX_HEADER_BYTES": "65536",
         "UNREAD_ANSWER_BYTES": "134217728", "STORE": "memory", "STORE_PREFIX": "sidecar",
         "STORE_TIMEOUT_SECONDS": "1", "STORE_NAME": "unset",
+        "SNAPSHOT_PATH": "unset", "SNAPSHOT_INTERVAL_SECONDS": "0",
+        "SNAPSHOT_DISCARD_INVALID": "off",
         "MAX_SESSIONS": "100", "CLEANUP_INTERVAL_SECONDS": "3600",
         "SESSION_MAX_AGE_SECONDS": "86400", "FAILED_MAX_AGE_SECONDS": "3600",
         "COMPLETED_MAX_AGE_SECONDS": "21600", "STUCK_AFTER_SECONDS": "1800",
@@ -161,6 +197,8 @@ def test_serve_help_shows_each_flags_choices_and_default(
     assert "--capacity-policy {evict_oldest,reject}" in text
     assert "--log-level {debug,info,warning,error,critical}" in text
     assert "--log-format {text,json}" in text
+    assert "--snapshot-path PATH" in text
+    assert "--snapshot-interval-seconds SECONDS" in text
     assert "Allowed: 1 to 86400." in text  # the cleanup interval's bounds
     assert "At least 16 visible ASCII characters" in text
 

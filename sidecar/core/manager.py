@@ -12,7 +12,7 @@ store; the seed's lock-holding calls live in `sidecar.compat`, the cleanup threa
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sidecar.core.changes import BulkUpdateResult, Changes
@@ -99,24 +99,33 @@ class SessionManager(Retention, Changes):
                 raise SessionManagerError("a cleanup worker is already attached")
             self._worker = worker
 
-    def shutdown(self, timeout: float = 30) -> bool:
-        """Stop the worker, drop all sessions, log unreported evictions; safe to repeat.
+    def shutdown(self, timeout: float = 30, keep: Callable[[], int] | None = None) -> bool:
+        """Stop the worker, then drop all sessions from memory; safe to repeat.
 
-        Returns False only if the worker did not stop within `timeout` seconds.
+        `keep`, if given, runs after the worker stopped and before the sessions are dropped
+        (a snapshot): it returns how many sessions it kept, and the log says how many were
+        really lost. Unreported evictions are logged. Returns False only if the worker did
+        not stop within `timeout` seconds (the sessions are then kept but not dropped).
         """
         with self._lock:
             self._closed = True
             worker = self._worker
         stopped = worker is None or worker.stop(timeout)
         self._evictions.flush(self._config.max_sessions)
+        if self._store.shared:
+            if not stopped:
+                logger.warning("cleanup worker did not stop within %ss", timeout)
+            return stopped  # other replicas go on with these sessions
+        kept = 0 if keep is None else keep()
         if not stopped:
             logger.warning("cleanup worker did not stop within %ss", timeout)
             return False
-        if self._store.shared:
-            return True  # other replicas go on with these sessions
         held = self._store.clear()
-        if held:
-            logger.info("shutdown dropped %d sessions held in memory", held)
+        lost = max(held - kept, 0)
+        if lost:
+            logger.info("shutdown dropped %d sessions held in memory", lost)
+        elif held:
+            logger.info("shutdown: all %d sessions held in memory were kept", held)
         return True
 
     def __enter__(self) -> SessionManager:

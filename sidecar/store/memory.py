@@ -323,13 +323,60 @@ class InMemorySessionStore:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    # ------------------------------------------------------------------ snapshots
+
+    def export(self) -> tuple[list[GenerationSession], list[tuple[str, int, str, str]]]:
+        """Every session and every Idempotency-Key (key, recorded at in Unix microseconds,
+        fingerprint, session id), read in one step.
+
+        Only references are copied under the lock (sessions are immutable): the caller
+        serializes them outside it, so a snapshot never holds requests up for long.
+        """
+        with self._lock:
+            sessions = list(self._sessions.values())
+            keys = list(self._keys.items())
+        return sessions, [(key, *record) for key, record in keys]
+
+    def load(
+        self,
+        sessions: Sequence[GenerationSession],
+        keys: Sequence[tuple[str, int, str, str]] = (),
+    ) -> None:
+        """Fill an empty store with `sessions` and Idempotency-Keys as export() gives them.
+
+        Capacity and expiry are not applied here: the caller decides (the sessions are
+        already validated models). ValueError if the store is not empty or an id repeats.
+        """
+        with self._lock:
+            if self._sessions or self._keys:
+                raise ValueError("load() needs an empty store")
+            try:
+                for session in sessions:
+                    if session.session_id in self._sessions:
+                        raise ValueError(f"session id repeated: {session.session_id}")
+                    self._sessions[session.session_id] = session
+                    self._index(session)
+                for key, recorded_us, fingerprint, session_id in keys:
+                    if key in self._keys:
+                        raise ValueError(f"Idempotency-Key repeated: {key}")
+                    self._keys[key] = (recorded_us, fingerprint, session_id)
+                    self._keys_by_time.add((recorded_us, key))
+            except ValueError:
+                self._clear()
+                self._keys.clear()
+                self._keys_by_time.clear()
+                raise
+
     def clear(self) -> int:
         """Remove every session; how many."""
         with self._lock:
-            held = len(self._sessions)
-            self._sessions.clear()
-            self._by_created.clear()
-            for index in (*self._by_status_created.values(), *self._by_status_updated.values()):
-                index.clear()
-            self._created_sum = 0
-            return held  # Idempotency-Keys stay: a repeat finds its session gone (SPENT)
+            return self._clear()  # Idempotency-Keys stay: a repeat finds its session gone (SPENT)
+
+    def _clear(self) -> int:
+        held = len(self._sessions)
+        self._sessions.clear()
+        self._by_created.clear()
+        for index in (*self._by_status_created.values(), *self._by_status_updated.values()):
+            index.clear()
+        self._created_sum = 0
+        return held

@@ -19,9 +19,11 @@ from werkzeug.exceptions import HTTPException
 
 from sidecar.core.clock import Clock
 from sidecar.core.manager import SessionManager
+from sidecar.durability import SnapshotKeeper
 from sidecar.live import SettingsSync
 from sidecar.metrics import SidecarMetrics
 from sidecar.settings import Settings
+from sidecar.store.memory import InMemorySessionStore
 from sidecar.store.observed import ObservedStore
 from sidecar.store.select import default_store_name, open_store, shared_settings_of
 from sidecar.web.auth import Scope, TokenGuard, scope_of
@@ -148,7 +150,9 @@ def create_app(
     """Build the app.
 
     settings: defaults to Settings() read from the SIDECAR_* environment; its `store` says
-      where a manager built here keeps its sessions.
+      where a manager built here keeps its sessions; with `snapshot_path` (memory store) the
+      snapshot is restored here (a SnapshotError if it cannot be used) and written by
+      Sidecar.close().
     manager: an existing manager, left to its owner (not started, not shut down); without
       one the app builds a manager from settings and `clock` and starts its cleanup worker.
     registry: where metrics go; a fresh private registry by default.
@@ -156,13 +160,24 @@ def create_app(
     settings = settings if settings is not None else Settings()
     owns_manager = manager is None
     sync: SettingsSync | None = None
+    keeper: SnapshotKeeper | None = None
     if manager is None:
         inner = open_store(settings.store, settings.store_prefix, settings.store_timeout_seconds)
         manager = SessionManager(settings.manager_config, clock=clock, store=ObservedStore(inner))
         shared = shared_settings_of(inner, settings.store_prefix)
         sync = None if shared is None else SettingsSync(manager, shared)
+        if settings.snapshot_path is not None and isinstance(inner, InMemorySessionStore):
+            keeper = SnapshotKeeper(
+                inner,
+                manager,
+                settings.snapshot_path,
+                discard_invalid=settings.snapshot_discard_invalid,
+            )
+            keeper.restore()  # SnapshotError: the file cannot be used
     elif clock is not None and clock is not manager.clock:
         raise ValueError("pass a clock only when create_app builds the manager")
+    elif settings.snapshot_path is not None:
+        raise ValueError("a snapshot path needs create_app to build the manager")
     store_name = settings.store_name or default_store_name(
         settings.store, settings.store_prefix, settings.port
     )
@@ -172,7 +187,9 @@ def create_app(
         settings.secret("admin_token"),
         settings.secret("metrics_token"),
     )
-    sidecar = Sidecar(settings, manager, metrics, guard, owns_manager, settings_sync=sync)
+    sidecar = Sidecar(
+        settings, manager, metrics, guard, owns_manager, settings_sync=sync, snapshots=keeper
+    )
 
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -196,4 +213,6 @@ def create_app(
     app.wsgi_app = gate  # type: ignore[method-assign]
     if owns_manager:
         start_worker(manager, before_run=None if sync is None else sync.refresh)
+    if keeper is not None and settings.snapshot_interval_seconds > 0:
+        keeper.start(settings.snapshot_interval_seconds)
     return app

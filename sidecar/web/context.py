@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flask import Flask
 
 from sidecar.core.manager import SessionManager
+from sidecar.durability import SnapshotKeeper
 from sidecar.live import SettingsSync
 from sidecar.metrics import SidecarMetrics
 from sidecar.settings import Settings
@@ -30,6 +31,8 @@ class Sidecar:
     draining: bool = False
     # Live settings shared with the other replicas of a Redis store; None in memory mode.
     settings_sync: SettingsSync | None = None
+    # The memory store's snapshot (SIDECAR_SNAPSHOT_PATH); None without one.
+    snapshots: SnapshotKeeper | None = None
 
     @property
     def accepting(self) -> bool:
@@ -58,10 +61,12 @@ class Sidecar:
         self.draining = True
 
     def close(self) -> None:
-        """Drain, and shut the manager down if the app created it."""
+        """Drain, and shut the manager down if the app created it (writing the snapshot, if
+        there is one, after the cleanup worker stopped and before the sessions are dropped)."""
         self.begin_drain()
         if self.owns_manager:
-            self.manager.shutdown()
+            keeper = self.snapshots
+            self.manager.shutdown(keep=None if keeper is None else keeper.write_at_shutdown)
 
 
 def get_sidecar(app: Flask) -> Sidecar:
