@@ -19,6 +19,9 @@ from bench import (
     memory,
     mutations,
     redis_http,
+    redis_memory,
+    redis_mutations,
+    redis_replicas,
     redis_scrape,
     resilience,
     scrape,
@@ -35,6 +38,9 @@ BENCHMARKS: dict[int, Callable[[bool, Log], Section]] = {
     7: client.run,
     8: redis_scrape.run,
     9: redis_http.run,
+    10: redis_mutations.run,
+    11: redis_memory.run,
+    12: redis_replicas.run,
 }
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.md"
