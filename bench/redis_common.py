@@ -181,7 +181,7 @@ def redis_settings(url: str, prefix: str, max_sessions: int, **extra: Any) -> Se
     """Settings of a Redis-mode sidecar under `prefix` with the benchmarks' manager config
     (nothing loaded over 30 hours expires)."""
     config = bench_config(max_sessions)
-    values = {
+    values: dict[str, Any] = {
         "max_sessions": config.max_sessions,
         "session_max_age_seconds": config.session_max_age_seconds,
         "failed_max_age_seconds": config.failed_max_age_seconds,
