@@ -12,7 +12,20 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import churn, client, http_overhead, memory, mutations, resilience, scrape
+from bench import (
+    churn,
+    client,
+    http_overhead,
+    memory,
+    mutations,
+    redis_http,
+    redis_memory,
+    redis_mutations,
+    redis_replicas,
+    redis_scrape,
+    resilience,
+    scrape,
+)
 from bench.common import Log, Section, machine_info
 
 BENCHMARKS: dict[int, Callable[[bool, Log], Section]] = {
@@ -23,6 +36,11 @@ BENCHMARKS: dict[int, Callable[[bool, Log], Section]] = {
     5: memory.run,
     6: resilience.run,
     7: client.run,
+    8: redis_scrape.run,
+    9: redis_http.run,
+    10: redis_mutations.run,
+    11: redis_memory.run,
+    12: redis_replicas.run,
 }
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.md"
@@ -113,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=sorted(BENCHMARKS),
         metavar="N",
         help="run only these benchmarks (1 scrape, 2 mutations, 3 http, 4 churn, 5 memory, "
-        "6 resilience, 7 client)",
+        "6 resilience, 7 client; Redis mode: 8 scrape, 9 http, 10 mutations, 11 memory, "
+        "12 replicas)",
     )
     parser.add_argument(
         "--output",
@@ -127,10 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("sidecar").setLevel(logging.ERROR)
 
     chosen = sorted(set(args.only or BENCHMARKS))
-    if 3 in chosen and shutil.which("wrk") is None:
+    if {3, 9, 12} & set(chosen) and shutil.which("wrk") is None:
         parser.error(
-            "benchmark 3 needs wrk (Debian: apt-get install wrk); "
-            "or run the others with --only 1 2 4 5"
+            "benchmarks 3, 9 and 12 need wrk (Debian: apt-get install wrk); "
+            "or run the others with --only 1 2 4 5 6 7 8 10 11"
         )
     partial = args.quick or len(chosen) < len(BENCHMARKS)
     output: Path = args.output or (PARTIAL if partial else RESULTS)

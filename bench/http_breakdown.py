@@ -24,7 +24,7 @@ from sidecar.core.models import MAX_STEPS, GenerationRequest, GenerationSession
 from sidecar.settings import Settings
 from sidecar.web.app import create_app, get_sidecar
 
-__all__ = ["VARIANTS", "breakdown"]
+__all__ = ["VARIANTS", "breakdown", "requests_for", "serve_all"]
 
 STORY = (
     "A lighthouse keeper adopts a gull that can read the weather. "
@@ -46,7 +46,7 @@ def _environ(method: str, path: str, body: bytes) -> Environ:
     return environ
 
 
-def _requests(mode: str, session_id: str, n: int) -> list[Environ]:
+def requests_for(mode: str, session_id: str, n: int) -> list[Environ]:
     if mode == "post":
         body = json.dumps({"story_text": STORY, "media_type": "storybook", "num_scenes": 5})
         return [_environ("POST", "/api/v1/sessions", body.encode()) for _ in range(n)]
@@ -98,7 +98,7 @@ def _app(variant: str, mode: str) -> tuple[Flask, str]:
     return app, session.session_id
 
 
-def _serve_all(app: Flask, environs: Iterable[Environ]) -> None:
+def serve_all(app: Flask, environs: Iterable[Environ]) -> None:
     statuses: list[str] = []
 
     def start_response(status: str, _headers: object, _exc_info: object = None) -> None:
@@ -118,9 +118,9 @@ def breakdown(mode: str, rounds: int, batch: int) -> dict[str, float]:
     for r in range(rounds):
         for variant in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:
             app, session_id = apps[variant]
-            environs = _requests(mode, session_id, batch)
+            environs = requests_for(mode, session_id, batch)
             start = time.perf_counter()
-            _serve_all(app, environs)
+            serve_all(app, environs)
             per_request = (time.perf_counter() - start) / batch * 1e6
             best[variant] = min(best.get(variant, per_request), per_request)
     for app, _ in apps.values():

@@ -135,12 +135,14 @@ class WrkResult:
     requests: int
 
 
-def run_wrk(port: int, seconds: float, args: Sequence[str]) -> WrkResult:
+def run_wrk(
+    port: int, seconds: float, args: Sequence[str], connections: int = CONNECTIONS
+) -> WrkResult:
     """One wrk run against 127.0.0.1:port; refuses a run with any error or non-2xx answer."""
     command = [
         "wrk",
         f"-t{WRK_THREADS}",
-        f"-c{CONNECTIONS}",
+        f"-c{connections}",
         f"-d{seconds:g}s",
         "--timeout",
         "5s",
@@ -186,7 +188,7 @@ def bare_command(port: int) -> list[str]:
     return [sys.executable, "-m", "bench.bare_app", "--port", str(port), "--threads", str(THREADS)]
 
 
-def _progress_ids(port: int) -> list[str]:
+def progress_ids(port: int) -> list[str]:
     """Sessions for the progress run, created on the sidecar and moved to processing."""
     ids: list[str] = []
     for i in range(PROGRESS_SESSIONS):
@@ -205,14 +207,14 @@ def _progress_ids(port: int) -> list[str]:
     return ids
 
 
-def _reset(port: int) -> None:
+def reset(port: int) -> None:
     """Drop every session the sidecar holds (admin cleanup), so each round starts alike."""
     status, body = request_json(port, "POST", "/api/v1/admin/cleanup", {"scope": "all"})
     if status != 200:
         raise RuntimeError(f"cleanup answered {status}: {body}")
 
 
-def _session_count(port: int) -> int:
+def session_count(port: int) -> int:
     status, body = request_json(port, "GET", "/api/v1/health")
     if status != 200:
         raise RuntimeError(f"health answered {status}: {body}")
@@ -232,7 +234,7 @@ class Measured:
     cpu_us_per_request: float  # the server process's CPU, user + system
 
 
-def _measure(server: Server, seconds: float, args: Sequence[str]) -> Measured:
+def measure(server: Server, seconds: float, args: Sequence[str]) -> Measured:
     before = _cpu_seconds(server.pid)
     result = run_wrk(server.port, seconds, args)
     cpu = _cpu_seconds(server.pid) - before
@@ -266,7 +268,7 @@ def run(quick: bool, log: Log) -> Section:
     held: list[int] = []
     with sidecar, bare:
         for label, mode in ENDPOINTS:
-            ids = _progress_ids(sidecar_port) if mode == "progress" else []
+            ids = progress_ids(sidecar_port) if mode == "progress" else []
             args = [mode, *ids]
             for server in (sidecar, bare):
                 run_wrk(server.port, warmup, args)
@@ -274,10 +276,10 @@ def run(quick: bool, log: Log) -> Section:
             for r in range(rounds):
                 for server in (sidecar, bare) if r % 2 == 0 else (bare, sidecar):
                     if mode == "post" and server is sidecar:
-                        _reset(sidecar_port)
-                    results[(label, server.name)].append(_measure(server, seconds, args))
+                        reset(sidecar_port)
+                    results[(label, server.name)].append(measure(server, seconds, args))
                     if mode == "post" and server is sidecar:
-                        held.append(_session_count(sidecar_port))
+                        held.append(session_count(sidecar_port))
                 log(
                     f"{label} round {r + 1}/{rounds}: "
                     + ", ".join(
@@ -285,7 +287,7 @@ def run(quick: bool, log: Log) -> Section:
                         for s in (sidecar, bare)
                     )
                 )
-            _reset(sidecar_port)
+            reset(sidecar_port)
 
     rows: list[list[str]] = []
     figures: list[Figure] = []

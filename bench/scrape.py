@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from werkzeug.test import TestResponse
 
 from bench.common import Figure, Log, Section, fmt, load_sessions, median, time_calls
+from sidecar.core.clock import ManualClock
 from sidecar.core.manager import SessionManager
 from sidecar.metrics import SessionCollector, SidecarMetrics
 from sidecar.settings import Settings
@@ -73,9 +74,10 @@ def _expect(response: TestResponse, status: int) -> Any:
     return response.get_json(silent=True)
 
 
-def exercise_routes(client: FlaskClient) -> None:
+def exercise_routes(client: FlaskClient, clock: ManualClock) -> None:
     """A day's requests in miniature, so the HTTP histogram has the children a working
-    sidecar has: every route's success, plus the common client errors."""
+    sidecar has: every route's success, plus the common client errors. `clock` is the app's:
+    it is moved past the stuck threshold so that a recover succeeds."""
     api = "/api/v1"
     ids = []
     for i in range(3):
@@ -90,6 +92,9 @@ def exercise_routes(client: FlaskClient) -> None:
     scenes = [{"scene_number": 2, "prompt": "The fox looks up."}]
     _expect(client.put(f"{one}/scenes", json={"scenes": scenes}), 200)
     _expect(client.patch(one, json={"status": "completed"}), 200)
+    # Only a session not updated for longer than stuck_after_seconds may be recovered.
+    stuck_after = _expect(client.get(f"{api}/admin/config"), 200)["stuck_after_seconds"]
+    clock.advance(stuck_after + 1)
     _expect(client.post(f"{two}/recover"), 200)
     bulk = {"session_ids": [ids[2]], "status": "failed", "error_message": "model timeout"}
     _expect(client.post(f"{api}/sessions/bulk/status", json=bulk), 200)
@@ -143,10 +148,10 @@ def _children(histograms: Collector) -> dict[str, int]:
 
 def _size(n: int, log: Log) -> _Size:
     log(f"loading {n:,} sessions")
-    manager, _ = load_sessions(n, max_sessions=2 * n)
+    manager, clock = load_sessions(n, max_sessions=2 * n)
     app = make_app(manager)
     client = app.test_client()
-    exercise_routes(client)
+    exercise_routes(client, clock)
     metrics = app_metrics(app)
     sessions_only = CollectorRegistry()
     sessions_only.register(SessionCollector(manager))
