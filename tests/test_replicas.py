@@ -72,6 +72,43 @@ def test_a_session_created_on_one_replica_is_read_and_updated_on_the_other(
     assert label == metric(two.url, "sidecar_sessions", status="processing") == 1
 
 
+def get_calls(server: RedisServer) -> int:
+    """How many GET commands the server has run (INFO commandstats): the shared settings'
+    version check is the only GET the sidecar sends."""
+    import redis
+
+    client = redis.Redis.from_url(server.url, socket_timeout=5)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return int(stats.get("cmdstat_get", {}).get("calls", 0))
+
+
+def test_only_requests_whose_answer_depends_on_a_setting_check_the_shared_settings(
+    sidecars: SidecarSpawner, redis_server: RedisServer
+) -> None:
+    (one,) = replicas(sidecars, redis_server, 1)
+    sid = create(one.url).json()["session_id"]
+    base = f"{one.url}{S}/{sid}"
+    before = get_calls(redis_server)
+
+    # Reads and changes of one session: the same answer whatever the settings.
+    for step in range(3):
+        assert requests.get(base, timeout=TIMEOUT).status_code == 200
+        progress = {"current_step": step, "total_steps": 3}
+        assert requests.put(f"{base}/progress", json=progress, timeout=TIMEOUT).ok
+    assert requests.put(f"{base}/status", json={"status": "processing"}, timeout=TIMEOUT).ok
+    unchanged = get_calls(redis_server)
+    # A create (capacity), the health (thresholds) and the config read do check.
+    assert create(one.url).status_code == 201
+    assert requests.get(f"{one.url}/api/v1/health", timeout=TIMEOUT).ok
+    assert requests.get(f"{one.url}/api/v1/admin/config", timeout=TIMEOUT).ok
+
+    assert unchanged == before
+    assert get_calls(redis_server) == before + 3
+
+
 def test_concurrent_creates_across_replicas_never_exceed_capacity(
     sidecars: SidecarSpawner, redis_server: RedisServer
 ) -> None:

@@ -71,10 +71,17 @@ class _Gate:
         self._route = threading.local()
 
     def label(self, view: Callable[..., Any], rule: str) -> Callable[..., Any]:
-        """`view`, noting `rule` as the route of the request it serves."""
+        """`view`, noting `rule` as the route of the request it serves; with shared settings,
+        brought in step with them first when its method's answer depends on a live setting."""
         route = self._route
         scope = scope_of(rule)
         admit = self._admit
+        sync = self._sidecar.settings_sync
+        # a PATCH through another replica is in force from the next request that reads it
+        refresh = None if sync is None or scope is Scope.OPEN else sync.refresh
+        reading = {op.method for op in OPERATIONS if op.rule == rule and op.reads_settings}
+        if "GET" in reading:
+            reading.add("HEAD")  # answered by the GET view
 
         @functools.wraps(view)
         def labelled(**kwargs: Any) -> Any:
@@ -84,6 +91,8 @@ class _Gate:
                 problem = admit(scope, request.headers.get("Authorization"))
                 if problem is not None:
                     raise problem
+            if refresh is not None and request.method in reading:
+                refresh()
             return view(**kwargs)
 
         return labelled
@@ -121,9 +130,6 @@ class _Gate:
         try:
             problem = self._admit(scope, environ.get("HTTP_AUTHORIZATION"))
             if problem is None:
-                sync = self._sidecar.settings_sync
-                if sync is not None and scope is not Scope.OPEN:
-                    sync.refresh()  # a PATCH through another replica is in force from here
                 return self._app(environ, recording)
             self._route.rule = self._matched_rule(environ)
             return problem.to_response()(environ, recording)
