@@ -244,21 +244,23 @@ def load(url: str, acked: Acked, stop: threading.Event, workers: int = 4) -> Non
             acked[sid] = (step, time.monotonic())
 
     def work() -> None:
-        http = requests.Session()
-        while not stop.is_set():
-            try:
-                answer = http.post(f"{url}{S}", json=STORY, timeout=TIMEOUT)
-                if answer.status_code != 201:
-                    continue
-                sid = answer.json()["session_id"]
-                note(sid, 0)
-                for step in (1, 2):
-                    body = {"current_step": step, "total_steps": 2}
-                    if http.put(f"{url}{S}/{sid}/progress", json=body, timeout=TIMEOUT).ok:
-                        note(sid, step)
-            except requests.RequestException:
-                if stop.is_set():
-                    return
+        # closed on the way out: a pooled keep-alive socket left to the collector is a
+        # ResourceWarning, an error at the end of the run (filterwarnings = error)
+        with requests.Session() as http:
+            while not stop.is_set():
+                try:
+                    answer = http.post(f"{url}{S}", json=STORY, timeout=TIMEOUT)
+                    if answer.status_code != 201:
+                        continue
+                    sid = answer.json()["session_id"]
+                    note(sid, 0)
+                    for step in (1, 2):
+                        body = {"current_step": step, "total_steps": 2}
+                        if http.put(f"{url}{S}/{sid}/progress", json=body, timeout=TIMEOUT).ok:
+                            note(sid, step)
+                except requests.RequestException:
+                    if stop.is_set():
+                        return
 
     threads = [threading.Thread(target=work, daemon=True) for _ in range(workers)]
     for thread in threads:
