@@ -3,7 +3,10 @@ the value is."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
@@ -15,6 +18,8 @@ from sidecar.core.models import GenerationRequest
 from sidecar.metrics import SidecarMetrics
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+LEGACY_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+LEGACY_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
 @pytest.fixture
@@ -75,3 +80,37 @@ def test_help_texts_say_exactly_what_the_value_is(busy_metrics: SidecarMetrics) 
         if name.startswith("sidecar_"):
             assert text.endswith("."), name
             assert len(text) >= 20, name
+
+
+def _lines_without_values(body: bytes) -> list[str]:
+    """Each line up to its value: the name and the labels, as the encoder wrote them."""
+    return [
+        line if line.startswith("#") else line.rsplit(" ", 1)[0]
+        for line in body.decode().splitlines()
+    ]
+
+
+def test_every_exposed_name_and_label_name_is_a_legacy_prometheus_name(
+    busy_metrics: SidecarMetrics,
+) -> None:
+    # The precondition of rendering default OpenMetrics with allow-utf-8 escaping (render()).
+    body, _ = busy_metrics.render(OPENMETRICS, None)
+    families = list(openmetrics_families(body.decode()))
+    names = {f.name for f in families} | {s.name for f in families for s in f.samples}
+    label_names = {k for f in families for s in f.samples for k in s.labels}
+    assert len(names) > 30
+    assert "status" in label_names
+    assert [n for n in names if not LEGACY_NAME.fullmatch(n)] == []
+    assert [n for n in label_names if not LEGACY_LABEL.fullmatch(n)] == []
+
+
+@pytest.mark.parametrize("accept", [OPENMETRICS, "application/openmetrics-text", None])
+def test_the_scrape_writes_what_the_librarys_negotiated_encoder_writes(
+    busy_metrics: SidecarMetrics, accept: str | None
+) -> None:
+    body, headers = busy_metrics.render(accept, None)
+    encoder, content_type = choose_encoder(accept or "")
+    theirs = encoder(busy_metrics._exposed)
+
+    assert headers["Content-Type"] == content_type
+    assert _lines_without_values(body) == _lines_without_values(theirs)
