@@ -18,6 +18,11 @@ from sidecar.core.models import GenerationRequest
 from sidecar.metrics import SidecarMetrics
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+# What Prometheus 2.45 (Debian 12) sends when it scrapes
+PROMETHEUS = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
 LEGACY_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 LEGACY_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
@@ -104,7 +109,7 @@ def test_every_exposed_name_and_label_name_is_a_legacy_prometheus_name(
     assert [n for n in label_names if not LEGACY_LABEL.fullmatch(n)] == []
 
 
-@pytest.mark.parametrize("accept", [OPENMETRICS, "application/openmetrics-text", None])
+@pytest.mark.parametrize("accept", [OPENMETRICS, "application/openmetrics-text", PROMETHEUS, None])
 def test_the_scrape_writes_what_the_librarys_negotiated_encoder_writes(
     busy_metrics: SidecarMetrics, accept: str | None
 ) -> None:
