@@ -248,6 +248,57 @@ ENDPOINTS = (
 NAMES = ("sidecar", "bare flask")
 
 
+def compare(
+    label: str,
+    runs: dict[str, list[Measured]],
+    names: tuple[str, str],
+    *,
+    short: tuple[str, str],
+    share_title: str,
+    target: float,
+    target_text: str,
+    cpu_tail: str = "",
+) -> tuple[list[list[str]], list[Figure], str]:
+    """One endpoint's table rows, its req/s share and p99 figures, and its per-round note:
+    `names[0]` measured against `names[1]`, `short` their names in the figures."""
+    rps = {n: median([x.wrk.requests_per_second for x in runs[n]]) for n in names}
+    p99 = {n: median([x.wrk.p99_ms for x in runs[n]]) for n in names}
+    cpu = {n: median([x.cpu_us_per_request for x in runs[n]]) for n in names}
+    rows = [
+        [
+            label,
+            name,
+            fmt(rps[name]),
+            fmt(median([x.wrk.p50_ms for x in runs[name]])),
+            fmt(p99[name]),
+            fmt(cpu[name]),
+            ", ".join(f"{x.wrk.requests_per_second:,.0f}" for x in runs[name]),
+        ]
+        for name in names
+    ]
+    measured, baseline = names
+    share = rps[measured] / rps[baseline]
+    figures = [
+        Figure(f"{label}: {share_title}", f"{share:.1%}", target_text, share >= target),
+        Figure(
+            f"{label}: p99 latency, {short[0]} / {short[1]}",
+            f"{fmt(p99[measured])} ms / {fmt(p99[baseline])} ms",
+            "reported",
+            None,
+        ),
+    ]
+    paired = sorted(
+        a.wrk.requests_per_second / b.wrk.requests_per_second
+        for a, b in zip(runs[measured], runs[baseline], strict=True)
+    )
+    note = (
+        f"{label}: per-round shares, sorted: {', '.join(f'{x:.0%}' for x in paired)}; "
+        f"server CPU per request, {short[0]} / {short[1]}: "
+        f"{cpu[measured] / cpu[baseline]:.2f}{cpu_tail}."
+    )
+    return rows, figures, note
+
+
 def run(quick: bool, log: Log) -> Section:
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (Debian package wrk)")
@@ -293,47 +344,18 @@ def run(quick: bool, log: Log) -> Section:
     figures: list[Figure] = []
     notes: list[str] = []
     for label, _ in ENDPOINTS:
-        runs = {name: results[(label, name)] for name in NAMES}
-        rps = {name: median([x.wrk.requests_per_second for x in runs[name]]) for name in NAMES}
-        p99 = {name: median([x.wrk.p99_ms for x in runs[name]]) for name in NAMES}
-        cpu = {name: median([x.cpu_us_per_request for x in runs[name]]) for name in NAMES}
-        for name in NAMES:
-            rows.append(
-                [
-                    label,
-                    name,
-                    fmt(rps[name]),
-                    fmt(median([x.wrk.p50_ms for x in runs[name]])),
-                    fmt(p99[name]),
-                    fmt(cpu[name]),
-                    ", ".join(f"{x.wrk.requests_per_second:,.0f}" for x in runs[name]),
-                ]
-            )
-        share = rps["sidecar"] / rps["bare flask"]
-        figures.append(
-            Figure(
-                f"{label}: req/s, share of bare Flask",
-                f"{share:.1%}",
-                ">= 85 %",
-                share >= TARGET_SHARE,
-            )
+        endpoint_rows, endpoint_figures, note = compare(
+            label,
+            {name: results[(label, name)] for name in NAMES},
+            NAMES,
+            short=("sidecar", "bare"),
+            share_title="req/s, share of bare Flask",
+            target=TARGET_SHARE,
+            target_text=">= 85 %",
         )
-        figures.append(
-            Figure(
-                f"{label}: p99 latency, sidecar / bare",
-                f"{fmt(p99['sidecar'])} ms / {fmt(p99['bare flask'])} ms",
-                "reported",
-                None,
-            )
-        )
-        paired = sorted(
-            a.wrk.requests_per_second / b.wrk.requests_per_second
-            for a, b in zip(runs["sidecar"], runs["bare flask"], strict=True)
-        )
-        notes.append(
-            f"{label}: per-round shares, sorted: {', '.join(f'{x:.0%}' for x in paired)}; "
-            f"server CPU per request, sidecar / bare: {cpu['sidecar'] / cpu['bare flask']:.2f}."
-        )
+        rows += endpoint_rows
+        figures += endpoint_figures
+        notes.append(note)
     log("in-process breakdown: the same requests without a server, parts taken away")
     extra_rows: list[list[str]] = []
     for label, mode in ENDPOINTS:

@@ -21,6 +21,7 @@ from bench.http_overhead import (
     THREADS,
     Measured,
     Server,
+    compare,
     free_port,
     measure,
     progress_ids,
@@ -30,7 +31,7 @@ from bench.http_overhead import (
     sidecar_command,
 )
 from bench.redis_common import redis_settings
-from bench.redis_server import TemporaryRedis
+from bench.redis_server import temporary_redis
 from sidecar.web.app import create_app, get_sidecar
 
 TARGET_SHARE = 0.70
@@ -74,7 +75,7 @@ def run(quick: bool, log: Log) -> Section:
     rounds = 2 if quick else 6
     results: dict[tuple[str, str], list[Measured]] = {}
     held: list[int] = []
-    with TemporaryRedis() as redis_server:
+    with temporary_redis() as redis_server:
         ports = {name: free_port() for name in NAMES}
         env = {"SIDECAR_MAX_SESSIONS": str(MAX_SESSIONS)}
         servers = {
@@ -121,48 +122,19 @@ def run(quick: bool, log: Log) -> Section:
     figures: list[Figure] = []
     notes: list[str] = []
     for label, _ in ENDPOINTS:
-        runs = {name: results[(label, name)] for name in NAMES}
-        rps = {n: median([x.wrk.requests_per_second for x in runs[n]]) for n in NAMES}
-        p99 = {n: median([x.wrk.p99_ms for x in runs[n]]) for n in NAMES}
-        cpu = {n: median([x.cpu_us_per_request for x in runs[n]]) for n in NAMES}
-        for name in NAMES:
-            rows.append(
-                [
-                    label,
-                    name,
-                    fmt(rps[name]),
-                    fmt(median([x.wrk.p50_ms for x in runs[name]])),
-                    fmt(p99[name]),
-                    fmt(cpu[name]),
-                    ", ".join(f"{x.wrk.requests_per_second:,.0f}" for x in runs[name]),
-                ]
-            )
-        share = rps["redis"] / rps["memory"]
-        figures.append(
-            Figure(
-                f"{label}: req/s, Redis store / memory store",
-                f"{share:.1%}",
-                f">= {TARGET_SHARE:.0%}",
-                share >= TARGET_SHARE,
-            )
+        endpoint_rows, endpoint_figures, note = compare(
+            label,
+            {name: results[(label, name)] for name in NAMES},
+            NAMES,
+            short=("Redis", "memory"),
+            share_title="req/s, Redis store / memory store",
+            target=TARGET_SHARE,
+            target_text=f">= {TARGET_SHARE:.0%}",
+            cpu_tail=" (the Redis server's own CPU not included)",
         )
-        figures.append(
-            Figure(
-                f"{label}: p99 latency, Redis / memory",
-                f"{fmt(p99['redis'])} ms / {fmt(p99['memory'])} ms",
-                "reported",
-                None,
-            )
-        )
-        paired = sorted(
-            a.wrk.requests_per_second / b.wrk.requests_per_second
-            for a, b in zip(runs["redis"], runs["memory"], strict=True)
-        )
-        notes.append(
-            f"{label}: per-round shares, sorted: {', '.join(f'{x:.0%}' for x in paired)}; "
-            f"server CPU per request, Redis / memory: {cpu['redis'] / cpu['memory']:.2f} "
-            "(the Redis server's own CPU not included)."
-        )
+        rows += endpoint_rows
+        figures += endpoint_figures
+        notes.append(note)
     with_us = version_us["with the version check"]
     without_us = version_us["without the version check"]
     figures.append(
