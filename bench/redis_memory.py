@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from bench.common import Figure, Log, Section, bench_config, fmt
 from bench.memory import RAW_CHARS, SCENE_CHARS, SCENES, STORY_CHARS, _request, _text
 from bench.redis_common import TIMEOUT, check_loaded, load_redis, used_memory
-from bench.redis_server import TemporaryRedis
+from bench.redis_server import temporary_redis
 from sidecar.core.models import ScenePrompt
 from sidecar.store.redis import RedisSessionStore, connect
 
@@ -24,7 +24,7 @@ def run(quick: bool, log: Log) -> Section:
     sizes = (1_000, 10_000) if quick else (1_000, 100_000)
     rows: list[list[str]] = []
     per: dict[int, float] = {}
-    with TemporaryRedis() as server, connect(server.url, TIMEOUT) as client:
+    with temporary_redis() as server, connect(server.url, TIMEOUT) as client:
         for n in sizes:
             prefix = f"bench11-{n}"
             before = used_memory(client)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from bench.common import Figure, Log, Section, bench_config, fmt, median
 from bench.mutations import OPS_PER_LIFE, WORKERS, run_windows
 from bench.redis_common import TIMEOUT, check_loaded, load_redis, redis_app
-from bench.redis_server import TemporaryRedis
+from bench.redis_server import temporary_redis
 from bench.scrape import prometheus_scrape
 from sidecar.store.redis import RedisSessionStore, connect
 from sidecar.web.app import get_sidecar
@@ -24,7 +24,7 @@ def run(quick: bool, log: Log) -> Section:
     sessions = 10_000 if quick else 100_000
     windows = 8 if quick else 60
     window_seconds = 0.5
-    with TemporaryRedis() as server:
+    with temporary_redis() as server:
         log(f"loading {sessions:,} sessions into Redis at capacity {sessions:,}")
         with connect(server.url, TIMEOUT) as client:
             loaded = load_redis(client, PREFIX, sessions, config=bench_config(sessions))

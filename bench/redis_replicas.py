@@ -21,7 +21,7 @@ from bench.http_overhead import (
     run_wrk,
     sidecar_command,
 )
-from bench.redis_server import TemporaryRedis
+from bench.redis_server import temporary_redis
 
 PREFIX = "bench12"
 MAX_SESSIONS = 1_000_000
@@ -58,7 +58,7 @@ def run(quick: bool, log: Log) -> Section:
     rounds = 2 if quick else 6
     rps: dict[str, list[float]] = {name: [] for name in SETUPS}
     p99: dict[str, list[float]] = {name: [] for name in SETUPS}
-    with TemporaryRedis() as redis_server:
+    with temporary_redis() as redis_server:
         env = {
             "SIDECAR_MAX_SESSIONS": str(MAX_SESSIONS),
             "SIDECAR_STORE": redis_server.url,

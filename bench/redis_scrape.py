@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from bench.common import Figure, Log, Section, bench_config, fmt, median, time_calls
 from bench.redis_common import TIMEOUT, check_loaded, load_redis, redis_app, used_memory
-from bench.redis_server import TemporaryRedis
+from bench.redis_server import temporary_redis
 from bench.scrape import ENCODER, PROMETHEUS_HEADERS, app_metrics, exercise_routes
 from bench.scrape import prometheus_scrape as scrape_through
 from sidecar.core.manager import SessionManager
@@ -76,7 +76,7 @@ def run(quick: bool, log: Log) -> Section:
     rounds = 3 if quick else 7
     reps = 20 if quick else 60
     samples: dict[tuple[int, str], list[float]] = {(n, p): [] for n in ns for p in PARTS}
-    with TemporaryRedis() as server:
+    with temporary_redis() as server:
         built = [(n, *_parts(n, server.url, log)) for n in ns]
         for r in range(rounds):
             for n, parts, _, _ in built[r % len(built) :] + built[: r % len(built)]:

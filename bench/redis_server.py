@@ -13,9 +13,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 # scripts/ is not a package (its modules run as `python scripts/demo.py`); pytest puts it on the
 # path through pyproject's pythonpath, `python -m bench` through this line.
@@ -29,7 +30,7 @@ __all__ = [
     "START_SECONDS",
     "RedisServer",
     "RedisServerError",
-    "TemporaryRedis",
+    "temporary_redis",
     "free_port",
     "redis_server_binary",
 ]
@@ -113,31 +114,14 @@ class RedisServer:
                 self.kill()
 
 
-class TemporaryRedis:
-    """`with TemporaryRedis() as server:` a redis-server in a temporary directory, stopped
-    and the directory removed on exit (the benchmarks' starter)."""
-
-    def __init__(self) -> None:
-        self._directory: tempfile.TemporaryDirectory[str] | None = None
-        self.server: RedisServer | None = None
-
-    def __enter__(self) -> RedisServer:
-        binary = redis_server_binary()
-        self._directory = tempfile.TemporaryDirectory(prefix="bench-redis-")
+@contextmanager
+def temporary_redis() -> Iterator[RedisServer]:
+    """`with temporary_redis() as server:` a redis-server in a temporary directory, stopped and
+    the directory removed on exit (the benchmarks' starter)."""
+    binary = redis_server_binary()
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as directory:
+        server = RedisServer(binary, Path(directory)).start()
         try:
-            self.server = RedisServer(binary, Path(self._directory.name)).start()
-        except BaseException:
-            self._directory.cleanup()
-            raise
-        return self.server
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.server is not None:
-            self.server.stop()
-        if self._directory is not None:
-            self._directory.cleanup()
+            yield server
+        finally:
+            server.stop()
