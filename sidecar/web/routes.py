@@ -68,8 +68,8 @@ class Operation:
     description: str = ""  # what the summary leaves out: rules, refusals
     # Whether the answer depends on a live setting (capacity, ages, thresholds). With a shared
     # store the gate reads the shared settings' version before such a request only: one Redis
-    # round trip saved on each request that cannot tell (bench 9 priced it at 105 us of a
-    # 580 us POST, 2026-12-03).
+    # round trip saved on each request that cannot tell (bench 9 priced it at 54 us of a
+    # 682 us POST in the quiet run of 2026-12-03, 105 of 580 in a busy one).
     reads_settings: bool = True
 
 
