@@ -46,6 +46,9 @@ from sidecar.web.schemas import (
 )
 
 if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+    from werkzeug.datastructures import Headers
+
     from sidecar.web.context import Sidecar
 
 __all__ = ["allowed_methods", "register_routes"]
@@ -67,6 +70,24 @@ def _json(payload: bytes, status: int = 200) -> Response:
 
 def _session_json(session: GenerationSession, status: int = 200) -> Response:
     return Response(_session.dump_json(session), status, content_type=JSON)
+
+
+class _Created(Response):
+    """A 201 answer whose Location, an ASCII path built from a UUID, is added after werkzeug's
+    own header fix-ups (`get_wsgi_headers`, documented as the hook that prepares the headers
+    for sending), so it skips their IRI-to-URI conversion of Location, which has nothing to
+    convert here: 7.5 of the 110 us of an in-process POST (py-spy, 2026-12-03), on the route
+    benchmark 3 measures against bare Flask.
+    """
+
+    def __init__(self, body: bytes, location: str) -> None:
+        super().__init__(body, 201, content_type=JSON)
+        self.location_path = location
+
+    def get_wsgi_headers(self, environ: WSGIEnvironment) -> Headers:
+        headers = super().get_wsgi_headers(environ)
+        headers["Location"] = self.location_path
+        return headers
 
 
 class Api:
@@ -117,10 +138,7 @@ class Api:
         key = idempotency_key()
         generation = self._body(_generation_request.validate_python)
         session = self._manager.create_session(generation, key)
-        location = f"{SESSIONS}/{session.session_id}"
-        response = _session_json(session, 201)
-        response.headers["Location"] = location
-        return response
+        return _Created(_session.dump_json(session), f"{SESSIONS}/{session.session_id}")
 
     def list_sessions(self) -> Response:
         query = page_query()
