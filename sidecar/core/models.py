@@ -120,10 +120,12 @@ class ScenePrompt:
 
 
 def _in_utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC)
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
 
 
 def _ordered_scenes(scenes: tuple[ScenePrompt, ...]) -> tuple[ScenePrompt, ...]:
+    if len(scenes) < 2:
+        return scenes  # nothing to order or to repeat (checked on every session change)
     numbers = [scene.scene_number for scene in scenes]
     if len(set(numbers)) != len(numbers):
         raise ValueError("scene numbers must be unique")
