@@ -75,9 +75,14 @@ SUMMARY_HEADERS = ["benchmark", "figure", "value", "target", "verdict"]
 
 
 def render_markdown(
-    sections: Sequence[Section], command: str, started: datetime, seconds: float, quick: bool
+    sections: Sequence[Section],
+    command: str,
+    started: datetime,
+    seconds: float,
+    quick: bool,
+    machine: dict[str, str],
 ) -> str:
-    """The whole results document."""
+    """The whole results document; `machine` as machine_info() told it before the run."""
     lines = [
         "# Benchmark results",
         "",
@@ -92,7 +97,7 @@ def render_markdown(
         "",
         "## Machine",
         "",
-        *_table(["what", "value"], [[k, v] for k, v in machine_info().items()]),
+        *_table(["what", "value"], [[k, v] for k, v in machine.items()]),
         "",
         "## Summary",
         "",
@@ -155,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     output: Path = args.output or (PARTIAL if partial else RESULTS)
     command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     started = datetime.now(UTC)
+    machine = machine_info()  # its load average is the one at the start, before any benchmark
     clock_start = time.perf_counter()
     sections = []
     for number in chosen:
@@ -164,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log(f"benchmark {number} took {time.perf_counter() - bench_start:.0f} s")
     seconds = time.perf_counter() - clock_start
     output.write_text(
-        render_markdown(sections, command, started, seconds, args.quick), encoding="utf-8"
+        render_markdown(sections, command, started, seconds, args.quick, machine), encoding="utf-8"
     )
     print()
     _print_summary(sections)
