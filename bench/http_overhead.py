@@ -248,9 +248,21 @@ ENDPOINTS = (
 NAMES = ("sidecar", "bare flask")
 
 
+def table_headers(kind: str) -> list[str]:
+    """The columns of compare()'s rows; `kind` names what the two rows differ in."""
+    return [
+        "endpoint",
+        kind,
+        "req/s (median)",
+        "p50 ms",
+        "p99 ms",
+        "server CPU us/request",
+        "each round (req/s)",
+    ]
+
+
 def compare(
-    label: str,
-    runs: dict[str, list[Measured]],
+    results: dict[tuple[str, str], list[Measured]],
     names: tuple[str, str],
     *,
     short: tuple[str, str],
@@ -258,45 +270,51 @@ def compare(
     target: float,
     target_text: str,
     cpu_tail: str = "",
-) -> tuple[list[list[str]], list[Figure], str]:
-    """One endpoint's table rows, its req/s share and p99 figures, and its per-round note:
-    `names[0]` measured against `names[1]`, `short` their names in the figures."""
-    rps = {n: median([x.wrk.requests_per_second for x in runs[n]]) for n in names}
-    p99 = {n: median([x.wrk.p99_ms for x in runs[n]]) for n in names}
-    cpu = {n: median([x.cpu_us_per_request for x in runs[n]]) for n in names}
-    rows = [
-        [
-            label,
-            name,
-            fmt(rps[name]),
-            fmt(median([x.wrk.p50_ms for x in runs[name]])),
-            fmt(p99[name]),
-            fmt(cpu[name]),
-            ", ".join(f"{x.wrk.requests_per_second:,.0f}" for x in runs[name]),
+) -> tuple[list[list[str]], list[Figure], list[str]]:
+    """For every endpoint in ENDPOINTS: its table rows, its req/s share and p99 figures, and its
+    per-round note, `names[0]` measured against `names[1]` (`results` keyed by (endpoint label,
+    name)), `short` their names in the figures."""
+    rows: list[list[str]] = []
+    figures: list[Figure] = []
+    notes: list[str] = []
+    for label, _ in ENDPOINTS:
+        runs = {name: results[(label, name)] for name in names}
+        rps = {n: median([x.wrk.requests_per_second for x in runs[n]]) for n in names}
+        p99 = {n: median([x.wrk.p99_ms for x in runs[n]]) for n in names}
+        cpu = {n: median([x.cpu_us_per_request for x in runs[n]]) for n in names}
+        rows += [
+            [
+                label,
+                name,
+                fmt(rps[name]),
+                fmt(median([x.wrk.p50_ms for x in runs[name]])),
+                fmt(p99[name]),
+                fmt(cpu[name]),
+                ", ".join(f"{x.wrk.requests_per_second:,.0f}" for x in runs[name]),
+            ]
+            for name in names
         ]
-        for name in names
-    ]
-    measured, baseline = names
-    share = rps[measured] / rps[baseline]
-    figures = [
-        Figure(f"{label}: {share_title}", f"{share:.1%}", target_text, share >= target),
-        Figure(
-            f"{label}: p99 latency, {short[0]} / {short[1]}",
-            f"{fmt(p99[measured])} ms / {fmt(p99[baseline])} ms",
-            "reported",
-            None,
-        ),
-    ]
-    paired = sorted(
-        a.wrk.requests_per_second / b.wrk.requests_per_second
-        for a, b in zip(runs[measured], runs[baseline], strict=True)
-    )
-    note = (
-        f"{label}: per-round shares, sorted: {', '.join(f'{x:.0%}' for x in paired)}; "
-        f"server CPU per request, {short[0]} / {short[1]}: "
-        f"{cpu[measured] / cpu[baseline]:.2f}{cpu_tail}."
-    )
-    return rows, figures, note
+        measured, baseline = names
+        share = rps[measured] / rps[baseline]
+        figures += [
+            Figure(f"{label}: {share_title}", f"{share:.1%}", target_text, share >= target),
+            Figure(
+                f"{label}: p99 latency, {short[0]} / {short[1]}",
+                f"{fmt(p99[measured])} ms / {fmt(p99[baseline])} ms",
+                "reported",
+                None,
+            ),
+        ]
+        paired = sorted(
+            a.wrk.requests_per_second / b.wrk.requests_per_second
+            for a, b in zip(runs[measured], runs[baseline], strict=True)
+        )
+        notes.append(
+            f"{label}: per-round shares, sorted: {', '.join(f'{x:.0%}' for x in paired)}; "
+            f"server CPU per request, {short[0]} / {short[1]}: "
+            f"{cpu[measured] / cpu[baseline]:.2f}{cpu_tail}."
+        )
+    return rows, figures, notes
 
 
 def run(quick: bool, log: Log) -> Section:
@@ -340,22 +358,14 @@ def run(quick: bool, log: Log) -> Section:
                 )
             reset(sidecar_port)
 
-    rows: list[list[str]] = []
-    figures: list[Figure] = []
-    notes: list[str] = []
-    for label, _ in ENDPOINTS:
-        endpoint_rows, endpoint_figures, note = compare(
-            label,
-            {name: results[(label, name)] for name in NAMES},
-            NAMES,
-            short=("sidecar", "bare"),
-            share_title="req/s, share of bare Flask",
-            target=TARGET_SHARE,
-            target_text=">= 85 %",
-        )
-        rows += endpoint_rows
-        figures += endpoint_figures
-        notes.append(note)
+    rows, figures, notes = compare(
+        results,
+        NAMES,
+        short=("sidecar", "bare"),
+        share_title="req/s, share of bare Flask",
+        target=TARGET_SHARE,
+        target_text=">= 85 %",
+    )
     log("in-process breakdown: the same requests without a server, parts taken away")
     extra_rows: list[list[str]] = []
     for label, mode in ENDPOINTS:
@@ -396,15 +406,7 @@ def run(quick: bool, log: Log) -> Section:
             "servers share the machine's cores. Figures are medians; CPU is the server "
             "process's user + system time over the requests it served.",
         ],
-        headers=[
-            "endpoint",
-            "server",
-            "req/s (median)",
-            "p50 ms",
-            "p99 ms",
-            "server CPU us/request",
-            "each round (req/s)",
-        ],
+        headers=table_headers("server"),
         rows=rows,
         figures=figures,
         notes=notes,

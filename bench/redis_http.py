@@ -29,6 +29,7 @@ from bench.http_overhead import (
     run_wrk,
     session_count,
     sidecar_command,
+    table_headers,
 )
 from bench.redis_common import redis_settings
 from bench.redis_server import temporary_redis
@@ -118,23 +119,15 @@ def run(quick: bool, log: Log) -> Section:
             redis_server.url, rounds=4 if quick else 16, batch=200 if quick else 1000
         )
 
-    rows: list[list[str]] = []
-    figures: list[Figure] = []
-    notes: list[str] = []
-    for label, _ in ENDPOINTS:
-        endpoint_rows, endpoint_figures, note = compare(
-            label,
-            {name: results[(label, name)] for name in NAMES},
-            NAMES,
-            short=("Redis", "memory"),
-            share_title="req/s, Redis store / memory store",
-            target=TARGET_SHARE,
-            target_text=f">= {TARGET_SHARE:.0%}",
-            cpu_tail=" (the Redis server's own CPU not included)",
-        )
-        rows += endpoint_rows
-        figures += endpoint_figures
-        notes.append(note)
+    rows, figures, notes = compare(
+        results,
+        NAMES,
+        short=("Redis", "memory"),
+        share_title="req/s, Redis store / memory store",
+        target=TARGET_SHARE,
+        target_text=f">= {TARGET_SHARE:.0%}",
+        cpu_tail=" (the Redis server's own CPU not included)",
+    )
     with_us = version_us["with the version check"]
     without_us = version_us["without the version check"]
     figures.append(
@@ -165,15 +158,7 @@ def run(quick: bool, log: Log) -> Section:
             f"then {rounds} rounds of {seconds:g} s per server, alternating which goes first; "
             "medians. CPU is the sidecar process's user + system time per request.",
         ],
-        headers=[
-            "endpoint",
-            "store",
-            "req/s (median)",
-            "p50 ms",
-            "p99 ms",
-            "server CPU us/request",
-            "each round (req/s)",
-        ],
+        headers=table_headers("store"),
         rows=rows,
         figures=figures,
         notes=notes,
