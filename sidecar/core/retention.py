@@ -71,9 +71,8 @@ class Retention(ManagerState):
         )
         if outcome.key not in (None, KeyOutcome.NEW):
             return self._remembered(outcome, idempotency_key or "")
-        events = self._removed(outcome.expired, RemovalReason.EXPIRED) if outcome.expired else []
-        if outcome.evicted:
-            events += self._removed(outcome.evicted, RemovalReason.EVICTED)
+        events = self._removed(outcome.expired, RemovalReason.EXPIRED)
+        events += self._removed(outcome.evicted, RemovalReason.EVICTED)
         session = outcome.session
         if session is None:
             self._counters.count_rejected()

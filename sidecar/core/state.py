@@ -135,8 +135,10 @@ class ManagerState:
     def _removed(
         self, sessions: Sequence[GenerationSession], reason: RemovalReason
     ) -> list[SessionEvent]:
-        self._counters.count_removed(reason, len(sessions))
         events: list[SessionEvent] = []
+        if not sessions:
+            return events  # most creates remove nothing: no count, no loop
+        self._counters.count_removed(reason, len(sessions))
         for old in sessions:
             self._emit(events, EventType.REMOVED, old, reason=reason)
         return events
