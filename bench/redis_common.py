@@ -26,7 +26,7 @@ from sidecar.core.config import ManagerConfig
 from sidecar.core.ids import new_session_id
 from sidecar.core.manager import SessionManager
 from sidecar.core.models import GenerationRequest, GenerationStatus, ScenePrompt
-from sidecar.core.rules import EVICTION_ORDER, WORK_STATUSES, expiry_rules, sources_of
+from sidecar.core.rules import EVICTION_ORDER, WORK_STATUSES, expiry_ages, expiry_rules, sources_of
 from sidecar.settings import Settings
 from sidecar.store.base import BATCH
 from sidecar.store.redis import RedisSessionStore, connect
@@ -87,18 +87,18 @@ def load_redis(
     order = ";".join(_csv(group) for group in EVICTION_ORDER)
     shared_body = encode_request(STORY)
     counts = dict.fromkeys(GenerationStatus, 0)
+    ages = expiry_ages(
+        config.session_max_age_seconds,
+        config.failed_max_age_seconds,
+        config.completed_max_age_seconds,
+    )
     started = time.perf_counter()
     for low in range(0, n, CHUNK):
         pipe = client.pipeline(transaction=False)
         expected: list[bytes] = []
         for i in range(low, min(n, low + CHUNK)):
             now_us = start_us + round(i * step_us)
-            rules = expiry_rules(
-                now_us,
-                config.session_max_age_seconds,
-                config.failed_max_age_seconds,
-                config.completed_max_age_seconds,
-            )
+            rules = expiry_rules(now_us, ages)
             sid = new_session_id()
             body = shared_body if request is None else encode_request(request(i))
             args: list[Any] = [sid, now_us, config.max_sessions, config.capacity_policy.value]

@@ -9,7 +9,7 @@ memory store and a shared store cannot disagree.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from sidecar.core.figures import AGE_BUCKETS
 from sidecar.core.models import FINISHED, GenerationStatus
@@ -27,8 +27,10 @@ __all__ = [
     "UPDATABLE_FIELDS",
     "WORK_FIELDS",
     "WORK_STATUSES",
+    "ExpiryAges",
     "ExpiryRule",
     "age_cutoffs",
+    "expiry_ages",
     "expiry_rules",
     "micros",
     "recovery_cutoff",
@@ -76,27 +78,35 @@ def micros(seconds: float) -> int:
     return round(seconds * MICROS)
 
 
-@dataclass(frozen=True, slots=True)
-class ExpiryRule:
-    """Sessions in `status` (None: any) created strictly before `cutoff_us` have expired."""
+class ExpiryRule(NamedTuple):
+    """Sessions in `status` (None: any) created strictly before `cutoff_us` have expired.
+
+    A NamedTuple, not a frozen dataclass: every create builds three, and a frozen dataclass's
+    __init__ (one object.__setattr__ per field) cost 0.41 us against 0.22 (timeit, 2026-12-03).
+    """
 
     status: GenerationStatus | None
     cutoff_us: int
 
 
-def expiry_rules(
-    now_us: int,
-    max_age_seconds: float,
-    failed_max_age_seconds: float,
-    completed_max_age_seconds: float,
-) -> tuple[ExpiryRule, ...]:
-    """The age rules at `now_us`: any session past the maximum age, failed and completed ones
-    past theirs."""
+# Per status (None: any), the age in microseconds past which a session has expired.
+ExpiryAges = tuple[tuple[GenerationStatus | None, int], ...]
+
+
+def expiry_ages(
+    max_age_seconds: float, failed_max_age_seconds: float, completed_max_age_seconds: float
+) -> ExpiryAges:
+    """The age rules: any session past the maximum age, failed and completed ones past theirs."""
     return (
-        ExpiryRule(None, now_us - micros(max_age_seconds)),
-        ExpiryRule(_S.FAILED, now_us - micros(failed_max_age_seconds)),
-        ExpiryRule(_S.COMPLETED, now_us - micros(completed_max_age_seconds)),
+        (None, micros(max_age_seconds)),
+        (_S.FAILED, micros(failed_max_age_seconds)),
+        (_S.COMPLETED, micros(completed_max_age_seconds)),
     )
+
+
+def expiry_rules(now_us: int, ages: ExpiryAges) -> tuple[ExpiryRule, ...]:
+    """The age rules at `now_us`, as the creation times before which each status has expired."""
+    return tuple([ExpiryRule(status, now_us - age) for status, age in ages])
 
 
 def age_cutoffs(now_us: int) -> tuple[int, ...]:

@@ -21,7 +21,9 @@ from sidecar.core.errors import (
 from sidecar.core.events import EventType, RemovalReason, SessionEvent
 from sidecar.core.models import GenerationSession, GenerationStatus
 from sidecar.core.rules import (
+    ExpiryAges,
     ExpiryRule,
+    expiry_ages,
     expiry_rules,
 )
 from sidecar.store import (
@@ -64,6 +66,8 @@ class ManagerState:
         self._evictions = EvictionReport()
         self._worker: Worker | None = None
         self._closed = False
+        # The expiry ages of the settings in force, worked out once per settings object.
+        self._ages: tuple[ManagerConfig | None, ExpiryAges] = (None, ())
 
     @property
     def config(self) -> ManagerConfig:
@@ -145,5 +149,10 @@ class ManagerState:
 
     def _expiry(self, now_us: int, max_age_seconds: float | None) -> tuple[ExpiryRule, ...]:
         cfg = self._config
-        age = cfg.session_max_age_seconds if max_age_seconds is None else max_age_seconds
-        return expiry_rules(now_us, age, cfg.failed_max_age_seconds, cfg.completed_max_age_seconds)
+        worked_out_for, ages = self._ages  # one read: reconfigure may swap the settings
+        if max_age_seconds is not None or worked_out_for is not cfg:
+            age = cfg.session_max_age_seconds if max_age_seconds is None else max_age_seconds
+            ages = expiry_ages(age, cfg.failed_max_age_seconds, cfg.completed_max_age_seconds)
+            if max_age_seconds is None:
+                self._ages = (cfg, ages)
+        return expiry_rules(now_us, ages)
