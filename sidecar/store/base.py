@@ -8,9 +8,9 @@ operation under its own lock; a shared store runs each as one script on the serv
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from sidecar.core.config import CapacityPolicy
 from sidecar.core.models import GenerationRequest, GenerationSession, GenerationStatus, ScenePrompt
@@ -50,8 +50,7 @@ class StaleScenesError(Exception):
     """The scenes changed between the caller's read and its write: read again and retry."""
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
     """One update of a session, with the rules that decide whether it may happen.
 
     `status` may be entered only from `leave_from`; `status` equal to the one in force is no
@@ -63,6 +62,10 @@ class Change:
     those (compare-and-set for a read-modify-write of the scenes; else StaleScenesError).
     Fields left at KEEP are not touched. All or nothing; a change that would change nothing
     returns the stored session untouched.
+
+    Change and CreateOutcome are NamedTuples, not frozen dataclasses: one of them is built on
+    every update and create, and a frozen dataclass's __init__ (one object.__setattr__ per
+    field) cost 1.0 us for a Change against 0.5 (timeit, 2026-12-03).
     """
 
     status: GenerationStatus | None = None
@@ -99,8 +102,7 @@ class KeyOutcome(StrEnum):
     SPENT = "spent"  # same key, same request, but its session has since been removed
 
 
-@dataclass(frozen=True, slots=True)
-class CreateOutcome:
+class CreateOutcome(NamedTuple):
     """What a create did: the new session (None when rejected) and whom it removed first.
 
     With an Idempotency-Key, `key` says what the store found; on a replay `session` is the
@@ -109,8 +111,8 @@ class CreateOutcome:
     """
 
     session: GenerationSession | None
-    expired: list[GenerationSession] = field(default_factory=list)
-    evicted: list[GenerationSession] = field(default_factory=list)
+    expired: list[GenerationSession]
+    evicted: list[GenerationSession]
     key: KeyOutcome | None = None
     original_id: str | None = None
 

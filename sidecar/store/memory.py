@@ -184,10 +184,10 @@ class InMemorySessionStore:
             ):
                 _, fingerprint, original = found
                 if fingerprint != idempotency.fingerprint:
-                    return CreateOutcome(None, key=KeyOutcome.REUSED, original_id=original)
+                    return CreateOutcome(None, [], [], KeyOutcome.REUSED, original)
                 stored = self._sessions.get(original)
                 outcome = KeyOutcome.SPENT if stored is None else KeyOutcome.REPLAYED
-                return CreateOutcome(stored, key=outcome, original_id=original)
+                return CreateOutcome(stored, [], [], outcome, original)
             if len(self._sessions) >= capacity:
                 expired = self._expire(expiry, batch)
             while len(self._sessions) >= capacity:

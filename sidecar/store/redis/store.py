@@ -150,7 +150,7 @@ class RedisSessionStore:
         if outcome in _FOUND:
             original_id = original.decode()
             stored = decode_session(original_id, fields) if fields else None
-            return CreateOutcome(stored, key=_FOUND[outcome], original_id=original_id)
+            return CreateOutcome(stored, [], [], _FOUND[outcome], original_id)
         found = None if key is None else KeyOutcome.NEW
         session = None
         if outcome == b"created":
