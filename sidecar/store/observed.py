@@ -75,20 +75,25 @@ class ObservedStore:
         idempotency: IdempotencyKey | None = None,
     ) -> CreateOutcome:
         """See SessionStore.create."""
-        outcome: CreateOutcome = self._call(
-            "create",
-            self.inner.create,
-            session_id,
-            request,
-            now_us,
-            capacity=capacity,
-            policy=policy,
-            eviction_order=eviction_order,
-            expiry=expiry,
-            idempotency=idempotency,
-            batch=batch,
-        )
-        return outcome
+        # Timed here rather than through _call: passing the keywords through twice cost
+        # 0.9 us per create against 0.3 (timeit, 2026-12-03), and every POST creates.
+        started = perf_counter()
+        try:
+            return self.inner.create(
+                session_id,
+                request,
+                now_us,
+                capacity=capacity,
+                policy=policy,
+                eviction_order=eviction_order,
+                expiry=expiry,
+                batch=batch,
+                idempotency=idempotency,
+            )
+        finally:
+            listener = self.listener
+            if listener is not None:
+                listener("create", perf_counter() - started)
 
     def update(
         self, session_id: str, now_us: int, change: Change
