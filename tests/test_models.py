@@ -13,6 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from sidecar.core.models import (
     FINISHED,
+    SESSION,
     GenerationRequest,
     GenerationSession,
     GenerationStatus,
@@ -38,7 +39,7 @@ def session_at(
         "updated_at": moment,
         "scenes": scenes,
     }
-    return GenerationSession(**{**values, **overrides})
+    return SESSION.validate_python({**values, **overrides})  # the edge: validated
 
 
 # ----------------------------------------------------------------------- enums
@@ -360,6 +361,6 @@ def test_evolve_changes_exactly_the_field_it_is_given(name: str) -> None:
 
     changed = evolve(original, **{name: CHANGES[name]})
 
-    expected = dataclasses.replace(original, **{name: CHANGES[name]})  # validated, field by field
+    expected = dataclasses.replace(original, **{name: CHANGES[name]})
     assert changed == expected
     assert dataclasses.asdict(changed) == dataclasses.asdict(expected)

@@ -3,7 +3,8 @@ Redis store on a real redis-server. The rules come from sidecar.core.rules, as i
 
 from __future__ import annotations
 
-from datetime import timedelta
+import dataclasses
+from datetime import UTC, timedelta
 
 import pytest
 from conftest import C, F, MakeStore, P, R
@@ -13,6 +14,7 @@ from sidecar.core.clock import ManualClock, to_micros
 from sidecar.core.config import CapacityPolicy
 from sidecar.core.errors import InvalidTransitionError, SessionNotFoundError
 from sidecar.core.models import (
+    SESSION,
     GenerationRequest,
     GenerationSession,
     GenerationStatus,
@@ -74,6 +76,25 @@ def test_updates_round_trip_every_field(
     )
     assert new.updated_at == new.last_accessed == clock.now()
     assert store.get(sid) == new
+
+
+def test_every_session_a_store_builds_is_one_the_edge_accepts_as_it_is(
+    store: SessionStore, clock: ManualClock, request_data: GenerationRequest
+) -> None:
+    # The store builds sessions without validating them again (GenerationSession is validated
+    # at the edge): what it builds must pass the edge's rules unchanged.
+    sid = create(store, clock, request_data).session_id
+    clock.advance(3)
+    scenes = tuple(ScenePrompt(scene_number=n, prompt=f"Scene {n}.") for n in (1, 2))
+    store.update(sid, to_micros(clock.now()), to(R, scenes=scenes))
+    store.update(sid, to_micros(clock.now()), to(F, error_message="boom"))
+    clock.advance(1)
+    store.touch(sid, to_micros(clock.now()))
+    session = store.get(sid)
+    assert session is not None
+    assert SESSION.validate_python(dataclasses.asdict(session)) == session
+    for moment in (session.created_at, session.updated_at, session.last_accessed):
+        assert moment.tzinfo is UTC
 
 
 def test_a_transition_from_a_status_not_allowed_raises_and_changes_nothing(

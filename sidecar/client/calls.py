@@ -20,6 +20,7 @@ from pydantic_core import from_json, to_json
 
 from sidecar.core.config import ManagerConfig
 from sidecar.core.models import (
+    SESSION,
     GenerationRequest,
     GenerationSession,
     GenerationStatus,
@@ -43,7 +44,6 @@ T = TypeVar("T")
 API = "/api/v1"
 JSON_HEADERS = {"Content-Type": "application/json"}
 
-_session = TypeAdapter(GenerationSession)
 _request = TypeAdapter(GenerationRequest)
 _scene = TypeAdapter(ScenePrompt)
 _config = TypeAdapter(ManagerConfig)
@@ -93,7 +93,7 @@ def _drop_percentage(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_session(response: httpx.Response) -> GenerationSession:
-    return _session.validate_python(_drop_percentage(from_json(response.content)))
+    return SESSION.validate_python(_drop_percentage(from_json(response.content)))
 
 
 def _read_page(response: httpx.Response) -> SessionPage:

@@ -28,7 +28,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, V
 
 from sidecar.core.clock import from_micros, to_micros
 from sidecar.core.idempotency import MAX_KEY_LENGTH
-from sidecar.core.models import GenerationSession
+from sidecar.core.models import SESSION, GenerationSession
 
 __all__ = [
     "FORMAT",
@@ -133,7 +133,6 @@ class _Document(BaseModel):
 
 
 _document = TypeAdapter(_Document)
-_session = TypeAdapter(GenerationSession)
 _time = TypeAdapter(AwareDatetime)
 
 
@@ -145,7 +144,7 @@ def encode(
     yield head.encode() + _time.dump_json(written_at) + b',"sessions":['
     for start in range(0, len(sessions), _CHUNK):
         chunk = sessions[start : start + _CHUNK]
-        parts = [_session.dump_json(s, exclude_computed_fields=True) for s in chunk]
+        parts = [SESSION.dump_json(s, exclude_computed_fields=True) for s in chunk]
         yield (b"," if start else b"") + b",".join(parts)
     yield b'],"idempotency_keys":['
     for start in range(0, len(keys), _CHUNK):

@@ -17,6 +17,7 @@ from pydantic_core import from_json, to_json
 from sidecar.core.errors import SessionNotFoundError, SessionValidationError
 from sidecar.core.models import (
     MAX_SCENES,
+    SESSION,
     GenerationRequest,
     GenerationSession,
     ProgressUpdate,
@@ -61,7 +62,6 @@ T = TypeVar("T")
 _generation_request = TypeAdapter(GenerationRequest)
 _progress = TypeAdapter(ProgressUpdate)
 _scene = TypeAdapter(ScenePrompt)
-_session = TypeAdapter(GenerationSession)
 
 
 def _json(payload: bytes, status: int = 200) -> Response:
@@ -69,7 +69,7 @@ def _json(payload: bytes, status: int = 200) -> Response:
 
 
 def _session_json(session: GenerationSession, status: int = 200) -> Response:
-    return Response(_session.dump_json(session), status, content_type=JSON)
+    return Response(SESSION.dump_json(session), status, content_type=JSON)
 
 
 class _Created(Response):
@@ -138,7 +138,7 @@ class Api:
         key = idempotency_key()
         generation = self._body(_generation_request.validate_python)
         session = self._manager.create_session(generation, key)
-        return _Created(_session.dump_json(session), f"{SESSIONS}/{session.session_id}")
+        return _Created(SESSION.dump_json(session), f"{SESSIONS}/{session.session_id}")
 
     def list_sessions(self) -> Response:
         query = page_query()
