@@ -6,8 +6,8 @@
 - GET /healthz: 200, for the harness's readiness poll.
 No validation, no state, no metrics: whatever the sidecar's API costs beyond this is its overhead.
 
-waitress's per-request "Task queue depth" warning is silenced: the sidecar replaces it with one
-line a minute (sidecar.server.BacklogLog), so both servers do the same logging work under load.
+waitress's per-request "Task queue depth" warning is silenced by level, as the sidecar does (it
+reports a full thread pool once a minute instead: sidecar.server.BacklogLog).
 """
 
 from __future__ import annotations

@@ -394,8 +394,8 @@ def run(quick: bool, log: Log) -> Section:
             f"{THREADS} threads: the sidecar (`python -m sidecar serve --threads {THREADS}`: the "
             "real app with its metrics and logging; SIDECAR_MAX_SESSIONS=1000000, so no POST "
             "evicts) and `bench/bare_app.py` (bare Flask routes that parse the same JSON body "
-            "and answer 201 / 200 with it echoed). Neither logs waitress's per-request queue "
-            "warning: the sidecar reports a backlog once a minute, the bare app is silenced.",
+            "and answer 201 / 200 with it echoed). Both silence waitress's per-request queue "
+            "warning by level; the sidecar reports a full thread pool once a minute instead.",
             f"wrk -t{WRK_THREADS} -c{CONNECTIONS} with `bench/api.lua`: POST sends one fixed "
             f"create body; PUT progress cycles through {PROGRESS_SESSIONS} sessions created on "
             "the sidecar and moved to processing, with a rising step. Any socket error or "

@@ -32,6 +32,10 @@ class DrainGate:
     drains, sends every answer without Content-Length; and refuses a request whose connection
     has more than `unread_limit` bytes of earlier answers its client has not taken.
 
+    With `threads` (the server's request threads) and `on_full`, a request that takes the last
+    free thread calls `on_full()`: requests that arrive while every thread is busy have to
+    wait for one.
+
     A WSGI app may not send `Connection: close` (a hop-by-hop header, PEP 3333; waitress
     refuses it). An HTTP/1.1 answer without Content-Length makes waitress send it chunked with
     `Connection: close` and close the connection once it is flushed, so during a drain every
@@ -48,7 +52,14 @@ class DrainGate:
     """
 
     def __init__(
-        self, app: WSGIApplication, sidecar: Sidecar, listener: Listener, unread_limit: int
+        self,
+        app: WSGIApplication,
+        sidecar: Sidecar,
+        listener: Listener,
+        unread_limit: int,
+        *,
+        threads: int = 0,
+        on_full: Callable[[], None] | None = None,
     ) -> None:
         self._app = app
         self._sidecar = sidecar
@@ -56,6 +67,9 @@ class DrainGate:
         self._unread_limit = unread_limit
         self._lock = threading.Lock()
         self._busy = 0
+        # without a callback, a count the gate never reaches
+        self._full = threads if on_full is not None and threads > 0 else -1
+        self._on_full: Callable[[], None] = on_full or _nothing
         self.refused = 0  # requests refused for unread answers, since the start
 
     @property
@@ -85,12 +99,19 @@ class DrainGate:
             return iter((_UNREAD,))  # no len(): waitress adds no Content-Length
         with self._lock:
             self._busy += 1
+            full = self._busy == self._full
         try:
+            if full:
+                self._on_full()
             body = self._app(environ, answer)
         except BaseException:
             self._leave()
             raise
         return _Counted(body, self._leave)
+
+
+def _nothing() -> None:
+    pass
 
 
 _UNREAD = json.dumps(

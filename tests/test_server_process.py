@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import STARTUP_SECONDS, SidecarSpawner, memory_store_name, poll, started
+from conftest import STARTUP_SECONDS, SidecarSpawner, memory_store_name, started
 from flask import Flask
 
 from sidecar.core.manager import SessionManager
@@ -257,21 +257,20 @@ def test_a_chunked_body_is_read_and_held_to_the_limit(
 def test_a_backlog_is_logged_once_not_once_per_waiting_request(
     slow_app: Flask, held: Held, caplog: pytest.LogCaptureFixture
 ) -> None:
+    queue_logger = logging.getLogger("waitress.queue")
     server, serving = served(slow_app, threads=1)
     url = f"{server.urls[0]}/slow"
     first = threading.Thread(target=held.fetch, args=(url,))
+    caplog.set_level(logging.WARNING)
     first.start()
     assert held.entered.wait(EXIT_SECONDS)  # the only thread is busy from now on
     waiting = [threading.Thread(target=held.fetch, args=(url,)) for _ in range(5)]
-    caplog.set_level(logging.WARNING)
     try:
+        # waitress's own warning, a record per queued request, is off while the server runs
+        silenced = not queue_logger.isEnabledFor(logging.WARNING)
+        assert server.backlog.seen == 1  # the first request took the last free thread
         for thread in waiting:
             thread.start()
-        poll(
-            lambda: server.backlog.seen == 5 or None,
-            timeout=EXIT_SECONDS,
-            what="five requests queued behind the busy thread",
-        )
         held.release.set()
         for thread in [first, *waiting]:
             thread.join(EXIT_SECONDS)
@@ -280,44 +279,43 @@ def test_a_backlog_is_logged_once_not_once_per_waiting_request(
 
     answers = [a.status_code for a in held.answers if isinstance(a, requests.Response)]
     assert answers == [200] * 6
+    assert server.backlog.seen == 6  # each of them found the one thread taken once it ran
     backlog = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert backlog == [
-        "requests are waiting for a free thread: up to 1 queued, 1 waited since the last "
-        "report; if this persists, raise SIDECAR_THREADS"
+        "every request thread is busy (1), so new requests wait for one: 1 request(s) took "
+        "the last free thread since the last report; if this persists, raise SIDECAR_THREADS"
     ]
-    assert not any("Task queue depth" in r.getMessage() for r in caplog.records)
+    assert silenced
+    assert queue_logger.isEnabledFor(logging.WARNING)  # given back once the server stopped
 
 
-def test_the_backlog_log_reports_the_deepest_queue_once_per_interval() -> None:
+def test_the_backlog_log_reports_at_once_then_once_per_interval() -> None:
     now = [100.0]
-    log = BacklogLog(interval=60.0, clock=lambda: now[0])
+    log = BacklogLog(threads=8, interval=60.0, clock=lambda: now[0])
     lines: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
     server_logger = logging.getLogger("sidecar.server")
     server_logger.addHandler(handler)
-
-    def queued(depth: int) -> bool:
-        record = logging.LogRecord(
-            "waitress.queue", logging.WARNING, __file__, 0, "Task queue depth is %d", (depth,), None
-        )
-        return log.filter(record)
-
     try:
-        passed = [queued(2)]  # the first backlog: at once
-        passed += [queued(depth) for depth in (3, 7, 4)]
+        log.note()  # the first full pool: at once
+        for _ in range(4):
+            log.note()
         now[0] += 59.9
-        passed.append(queued(1))
+        log.note()
         now[0] += 0.1
-        passed.append(queued(2))  # a minute on: the summary
+        log.note()  # a minute on: the summary
     finally:
         server_logger.removeHandler(handler)
 
-    assert not any(passed), "waitress's own line never passes the filter"
+    assert log.seen == 7
     assert [line.split(":")[1].strip() for line in lines] == [
-        "up to 2 queued, 1 waited since the last report; if this persists, raise SIDECAR_THREADS",
-        "up to 7 queued, 5 waited since the last report; if this persists, raise SIDECAR_THREADS",
+        "1 request(s) took the last free thread since the last report; if this persists, "
+        "raise SIDECAR_THREADS",
+        "6 request(s) took the last free thread since the last report; if this persists, "
+        "raise SIDECAR_THREADS",
     ]
+    assert all(line.startswith("every request thread is busy (8)") for line in lines)
 
 
 def test_a_real_server_checks_the_metrics_token_on_every_spelling(
