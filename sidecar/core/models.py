@@ -213,7 +213,7 @@ _CHANGEABLE = frozenset(
 def evolve(session: GenerationSession, **changes: Any) -> GenerationSession:
     """A copy of `session` with the given fields changed (dataclasses.replace), from values
     already checked (the store's timestamps, scenes that passed check_scenes_fit)."""
-    refused = sorted(set(changes) - _CHANGEABLE)
-    if refused:
+    if not _CHANGEABLE.issuperset(changes):
+        refused = sorted(set(changes) - _CHANGEABLE)
         raise TypeError(f"evolve() cannot change: {', '.join(refused)}")
     return dataclasses.replace(session, **changes)

@@ -62,14 +62,14 @@ class InMemorySessionStore:
 
     # ------------------------------------------------------------------ index upkeep (locked)
 
-    def _index(self, session: GenerationSession) -> None:
-        created = (to_micros(session.created_at), session.session_id)
+    def _index(self, session: GenerationSession, created_us: int, updated_us: int) -> None:
+        """Index `session`; the callers pass its times in microseconds, which they have at
+        hand (to_micros costs 0.4 us each)."""
+        created = (created_us, session.session_id)
         self._by_created.add(created)
         self._by_status_created[session.status].add(created)
-        self._by_status_updated[session.status].add(
-            (to_micros(session.updated_at), session.session_id)
-        )
-        self._created_sum += created[0]
+        self._by_status_updated[session.status].add((updated_us, session.session_id))
+        self._created_sum += created_us
 
     def _unindex(self, session: GenerationSession) -> None:
         created = (to_micros(session.created_at), session.session_id)
@@ -80,16 +80,17 @@ class InMemorySessionStore:
         )
         self._created_sum -= created[0]
 
-    def _replace(self, old: GenerationSession, new: GenerationSession) -> None:
+    def _replace(self, old: GenerationSession, new: GenerationSession, now_us: int) -> None:
+        """Put `new`, updated at `now_us`, in place of `old`."""
         self._sessions[new.session_id] = new
         if old.status is not new.status:
             self._unindex(old)
-            self._index(new)
+            self._index(new, to_micros(new.created_at), now_us)
         elif old.updated_at != new.updated_at:
             # The common case (progress, scenes): only the last-update index moves.
             by_updated = self._by_status_updated[new.status]
             by_updated.remove((to_micros(old.updated_at), old.session_id))
-            by_updated.add((to_micros(new.updated_at), new.session_id))
+            by_updated.add((now_us, new.session_id))
 
     def _drop(self, session_id: str) -> GenerationSession | None:
         old = self._sessions.pop(session_id, None)
@@ -201,7 +202,7 @@ class InMemorySessionStore:
             if session_id in self._sessions:
                 raise ValueError(f"session id already stored: {session_id}")
             self._sessions[session_id] = session
-            self._index(session)
+            self._index(session, now_us, now_us)
             if idempotency is not None:
                 self._record_key(idempotency, now_us, session_id, batch)
         return CreateOutcome(session, expired, evicted, key)
@@ -239,7 +240,7 @@ class InMemorySessionStore:
                 changes["status"] = to
             now = from_micros(now_us)
             new = evolve(old, **changes, updated_at=now, last_accessed=now)
-            self._replace(old, new)
+            self._replace(old, new, now_us)
             return status, new
 
     def touch(self, session_id: str, now_us: int) -> GenerationSession | None:
@@ -355,7 +356,9 @@ class InMemorySessionStore:
                     if session.session_id in self._sessions:
                         raise ValueError(f"session id repeated: {session.session_id}")
                     self._sessions[session.session_id] = session
-                    self._index(session)
+                    self._index(
+                        session, to_micros(session.created_at), to_micros(session.updated_at)
+                    )
                 for key, recorded_us, fingerprint, session_id in keys:
                     if key in self._keys:
                         raise ValueError(f"Idempotency-Key repeated: {key}")
