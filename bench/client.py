@@ -100,7 +100,7 @@ def run(quick: bool, log: Log) -> Section:
     shares = [c / r for c, r in zip(client_rates, raw_rates, strict=True)]
     share = median(shares)
     return Section(
-        number=6,
+        number=7,
         title="Client overhead",
         method=[
             __doc__.split("\n\n", 1)[1].replace("\n", " ").strip() if __doc__ else "",
