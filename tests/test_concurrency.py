@@ -36,9 +36,9 @@ class YieldingStore(InMemorySessionStore):
         os.sched_yield()
         return super().get(session_id)
 
-    def _replace(self, old: GenerationSession, new: GenerationSession) -> None:
+    def _replace(self, old: GenerationSession, new: GenerationSession, now_us: int) -> None:
         os.sched_yield()
-        super()._replace(old, new)
+        super()._replace(old, new, now_us)
 
     def _drop(self, session_id: str) -> GenerationSession | None:
         os.sched_yield()
