@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -12,13 +13,14 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 from conftest import F, P, R, redis_stores
+from pydantic import ValidationError
 from redis_server import RedisServer
 from store_helpers import attempt, create
 
 from sidecar.core.clock import ManualClock, to_micros
 from sidecar.core.config import CapacityPolicy
 from sidecar.core.errors import InvalidTransitionError
-from sidecar.core.models import GenerationRequest
+from sidecar.core.models import GenerationRequest, ScenePrompt
 from sidecar.core.rules import ExpiryRule
 from sidecar.store import Change
 from sidecar.store.redis import RedisSessionStore
@@ -135,7 +137,7 @@ import sys
 import redis
 
 from sidecar.core.manager import SessionManager
-from sidecar.core.models import GenerationRequest
+from sidecar.core.models import GenerationRequest, ScenePrompt
 from sidecar.store.redis import RedisSessionStore
 
 url, prefix = sys.argv[1:3]
@@ -170,3 +172,27 @@ def test_two_processes_sending_the_same_keys_create_one_session_per_key(
     finally:
         store.clear()
         client.close()
+
+
+def test_scenes_edited_by_hand_are_read_by_the_sessions_own_rule(
+    store: RedisSessionStore, clock: ManualClock, request_data: GenerationRequest
+) -> None:
+    session = create(store, clock, request_data)
+    (key,) = store.client.keys(f"*:s:{session.session_id}")
+
+    def scenes(*numbers: int) -> str:
+        return json.dumps([{"scene_number": n, "prompt": f"Scene {n}."} for n in numbers])
+
+    store.client.hset(key, "sc", scenes(2, 1))
+    found = store.get(session.session_id)
+    assert found is not None
+    assert found.scenes == (
+        ScenePrompt(scene_number=1, prompt="Scene 1."),
+        ScenePrompt(scene_number=2, prompt="Scene 2."),
+    )
+    store.client.hset(key, "sc", scenes(1, 1))
+    try:
+        with pytest.raises(ValidationError, match="scene numbers must be unique"):
+            store.get(session.session_id)
+    finally:
+        store.client.hset(key, "sc", scenes())  # the fixture reads every session at the end

@@ -19,6 +19,7 @@ from sidecar.core.models import (
     GenerationRequest,
     GenerationSession,
     GenerationStatus,
+    OrderedScenes,
     ProgressUpdate,
     ScenePrompt,
 )
@@ -33,7 +34,9 @@ __all__ = [
 ]
 
 _request = TypeAdapter(GenerationRequest)
-_scenes = TypeAdapter(tuple[ScenePrompt, ...])
+# The sessions' own rule for scenes (ordered by number, each number once): a hash edited by
+# hand is read as SESSION would accept it, or refused.
+_scenes = TypeAdapter(OrderedScenes)
 
 
 def encode_request(request: GenerationRequest) -> bytes:
