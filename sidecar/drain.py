@@ -67,9 +67,8 @@ class DrainGate:
         self._unread_limit = unread_limit
         self._lock = threading.Lock()
         self._busy = 0
-        # without a callback, a count the gate never reaches
-        self._full = threads if on_full is not None and threads > 0 else -1
-        self._on_full: Callable[[], None] = on_full or _nothing
+        self._threads = threads  # 0: a count the gate never reaches once a request is in
+        self._on_full = on_full
         self.refused = 0  # requests refused for unread answers, since the start
 
     @property
@@ -99,19 +98,15 @@ class DrainGate:
             return iter((_UNREAD,))  # no len(): waitress adds no Content-Length
         with self._lock:
             self._busy += 1
-            full = self._busy == self._full
+            full = self._busy == self._threads
         try:
-            if full:
+            if full and self._on_full is not None:
                 self._on_full()
             body = self._app(environ, answer)
         except BaseException:
             self._leave()
             raise
         return _Counted(body, self._leave)
-
-
-def _nothing() -> None:
-    pass
 
 
 _UNREAD = json.dumps(
