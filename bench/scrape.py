@@ -25,7 +25,7 @@ from werkzeug.test import TestResponse
 from bench.common import Figure, Log, Section, fmt, load_sessions, median, time_calls
 from sidecar.core.clock import ManualClock
 from sidecar.core.manager import SessionManager
-from sidecar.metrics import SessionCollector, SidecarMetrics
+from sidecar.metrics import DURATION_BUCKETS, HTTP_BUCKETS, SessionCollector, SidecarMetrics
 from sidecar.settings import Settings
 from sidecar.web.app import get_sidecar
 from sidecar.worker import start_worker
@@ -222,7 +222,8 @@ def run(quick: bool, log: Log) -> Section:
             "each app serves a miniature day of requests (every route's success, plus 404, "
             "409, 422 and 400 answers), so the HTTP histogram has the children a working "
             f"sidecar has: {http_children} HTTP latency children and {duration_children} "
-            "session-duration children, 10 and 11 buckets.",
+            f"session-duration children, {len(HTTP_BUCKETS)} and {len(DURATION_BUCKETS)} "
+            "buckets.",
             "Rows: the session collector alone in a registry of its own; process, platform and "
             "gc collectors alone; the app's two histograms alone (these three with "
             "prometheus_client's OpenMetrics encoder); the app's whole registry as `/metrics` "

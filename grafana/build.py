@@ -758,8 +758,9 @@ def _store_row(builder: dashboard.Dashboard) -> None:
             29,
             "p99 store call latency by operation",
             "99th percentile of one call to the session store, by operation, over the "
-            "selected instances. Normal: microseconds in memory, a loopback round trip "
-            "(well under 1 ms) on Redis; calls that time out count at the timeout.",
+            "selected instances. Redis mode only (a memory store's calls are not timed). "
+            "Normal: a loopback round trip, well under 1 ms; calls that time out count at the "
+            "timeout.",
             [
                 query(
                     "A",

@@ -145,8 +145,11 @@ def exported_families() -> Iterator[dict[str, set[str]]]:
     # tests then fail, as they must, rather than fall back to a list of names.
     from sidecar.core.manager import SessionManager
     from sidecar.metrics import SidecarMetrics
+    from sidecar.store.memory import InMemorySessionStore
+    from sidecar.store.observed import ObservedStore
 
-    manager = SessionManager()
+    # With a timed store, as a shared store is: every family the exporter can expose.
+    manager = SessionManager(store=ObservedStore(InMemorySessionStore()))
     try:
         families: dict[str, set[str]] = {}
         for family in SidecarMetrics(manager).registry.collect():

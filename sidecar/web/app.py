@@ -169,7 +169,10 @@ def create_app(
     keeper: SnapshotKeeper | None = None
     if manager is None:
         inner = open_store(settings.store, settings.store_prefix, settings.store_timeout_seconds)
-        manager = SessionManager(settings.manager_config, clock=clock, store=ObservedStore(inner))
+        # Only a shared store's calls are timed (sidecar_store_duration_seconds): see
+        # metrics.STORE_BUCKETS for why a memory store's are not.
+        store = ObservedStore(inner) if inner.shared else inner
+        manager = SessionManager(settings.manager_config, clock=clock, store=store)
         shared = shared_settings_of(inner, settings.store_prefix)
         sync = None if shared is None else SettingsSync(manager, shared)
         if settings.snapshot_path is not None and isinstance(inner, InMemorySessionStore):
