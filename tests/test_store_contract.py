@@ -366,6 +366,17 @@ def test_clear_removes_everything_and_says_how_many(
     assert len(store) == 1
 
 
+def test_close_keeps_the_sessions_and_a_later_call_works(
+    make_store: MakeStore, clock: ManualClock, request_data: GenerationRequest
+) -> None:
+    store = make_store()
+    session = create(store, clock, request_data)
+    store.close()
+    assert store.get(session.session_id) == session  # opened again for the call
+    assert make_store().get(session.session_id) == session
+    store.close()  # safe to repeat
+
+
 # ----------------------------------------------------------------------- reads
 
 

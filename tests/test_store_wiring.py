@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import STATE_GAUGES
+from conftest import STATE_GAUGES, poll
 from flask import Flask
 from redis_server import RedisServer, require_redis_server
 
@@ -115,6 +115,33 @@ def test_an_outage_answers_503_store_unavailable_and_recovery_needs_no_restart(
         assert client.post(S, json=STORY).status_code == 201
         up = f'sidecar_store_up{{store="{store}"}} 1.0'
         assert up in client.get("/metrics").get_data(as_text=True)
+    finally:
+        server.stop()
+
+
+def test_closing_the_app_closes_its_store_connections(
+    tmp_path: Path, make_redis_app: MakeRedisApp
+) -> None:
+    import redis
+
+    server = RedisServer(require_redis_server(), tmp_path).start()
+    try:
+        with redis.Redis.from_url(server.url) as raw:
+
+            def connected() -> int:
+                return int(raw.info("clients")["connected_clients"])
+
+            alone = connected()
+            app = make_redis_app(server.url, fresh_prefix())
+            assert app.test_client().post(S, json=STORY).status_code == 201
+            assert connected() > alone
+            get_sidecar(app).close()
+            poll(
+                lambda: True if connected() == alone else None,
+                timeout=5,
+                what=lambda: f"{connected()} clients, {alone} expected",
+                interval=0.01,
+            )
     finally:
         server.stop()
 

@@ -227,3 +227,8 @@ class SessionStore(Protocol):
     def clear(self) -> int:
         """Remove every session; how many."""
         ...
+
+    def close(self) -> None:
+        """Let go of what the store holds open (a client's connections); the sessions stay.
+        A call after it may open them again."""
+        ...

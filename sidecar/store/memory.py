@@ -375,6 +375,9 @@ class InMemorySessionStore:
         with self._lock:
             return self._clear()  # Idempotency-Keys stay: a repeat finds its session gone (SPENT)
 
+    def close(self) -> None:
+        """Nothing to let go of: the sessions are this process's own memory."""
+
     def _clear(self) -> int:
         held = len(self._sessions)
         self._sessions.clear()

@@ -173,3 +173,7 @@ class ObservedStore:
         """See SessionStore.clear."""
         removed: int = self._call("clear", self.inner.clear)
         return removed
+
+    def close(self) -> None:
+        """See SessionStore.close (not timed: no store call)."""
+        self.inner.close()

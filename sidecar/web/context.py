@@ -62,11 +62,13 @@ class Sidecar:
 
     def close(self) -> None:
         """Drain, and shut the manager down if the app created it (writing the snapshot, if
-        there is one, after the cleanup worker stopped and before the sessions are dropped)."""
+        there is one, after the cleanup worker stopped and before the sessions are dropped),
+        then close its store's connections."""
         self.begin_drain()
         if self.owns_manager:
             keeper = self.snapshots
             self.manager.shutdown(keep=None if keeper is None else keeper.write_at_shutdown)
+            self.manager.store.close()
 
 
 def get_sidecar(app: Flask) -> Sidecar:
