@@ -9,6 +9,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -23,6 +24,7 @@ from sidecar.core.errors import InvalidTransitionError
 from sidecar.core.models import GenerationRequest, ScenePrompt
 from sidecar.core.rules import ExpiryRule
 from sidecar.store import Change
+from sidecar.store.errors import UnreadableSessionError
 from sidecar.store.redis import RedisSessionStore
 
 MakeStore = Callable[[], RedisSessionStore]
@@ -192,7 +194,78 @@ def test_scenes_edited_by_hand_are_read_by_the_sessions_own_rule(
     )
     store.client.hset(key, "sc", scenes(1, 1))
     try:
-        with pytest.raises(ValidationError, match="scene numbers must be unique"):
+        with pytest.raises(UnreadableSessionError, match="scene numbers must be unique") as info:
             store.get(session.session_id)
+        assert info.value.session_id == session.session_id
+        assert isinstance(info.value.__cause__, ValidationError)
     finally:
         store.client.hset(key, "sc", scenes())  # the fixture reads every session at the end
+
+
+def _spoil(store: RedisSessionStore, session_id: str, field: str, value: bytes) -> None:
+    """Overwrite one field of a session's hash, as a hand edit or another version would."""
+    (key,) = store.client.keys(f"*:s:{session_id}")
+    store.client.hset(key, field, value)
+
+
+BATCH_REMOVALS: dict[str, Callable[[RedisSessionStore, int], list[Any]]] = {
+    "expire": lambda store, now_us: store.expire((ExpiryRule(None, now_us + 1),)),
+    "purge": lambda store, now_us: store.purge(None, None),
+}
+
+
+@pytest.mark.parametrize("how", sorted(BATCH_REMOVALS))
+@pytest.mark.parametrize(("field", "value"), [("rq", b"{not json"), ("pg", b"[1]")])
+def test_a_batch_removal_reports_the_rest_when_one_record_does_not_decode(
+    store: RedisSessionStore,
+    clock: ManualClock,
+    request_data: GenerationRequest,
+    caplog: pytest.LogCaptureFixture,
+    how: str,
+    field: str,
+    value: bytes,
+) -> None:
+    sessions = [create(store, clock, request_data) for _ in range(3)]
+    spoiled = sessions[1].session_id
+    _spoil(store, spoiled, field, value)
+
+    removed = BATCH_REMOVALS[how](store, to_micros(clock.now()))
+
+    assert sorted(s.session_id for s in removed) == sorted(
+        s.session_id for s in sessions if s.session_id != spoiled
+    )
+    assert len(store) == 0
+    assert store.get(spoiled) is None
+    (record,) = [r for r in caplog.records if spoiled in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert "cannot be read" in record.getMessage()
+
+
+def test_a_create_at_capacity_evicts_a_record_that_does_not_decode(
+    store: RedisSessionStore, clock: ManualClock, request_data: GenerationRequest
+) -> None:
+    old = create(store, clock, request_data)
+    _spoil(store, old.session_id, "rq", b"[]")
+    clock.advance(1)
+
+    outcome = attempt(store, clock.now(), request_data, capacity=1)
+
+    assert outcome.session is not None
+    assert outcome.evicted == []  # gone, but not reported: it cannot be read
+    assert len(store) == 1
+    assert store.get(old.session_id) is None
+
+
+def test_removing_a_record_that_does_not_decode_removes_it_and_says_so(
+    store: RedisSessionStore, clock: ManualClock, request_data: GenerationRequest
+) -> None:
+    session = create(store, clock, request_data)
+    _spoil(store, session.session_id, "er", b"{")
+
+    with pytest.raises(
+        UnreadableSessionError, match=r"JSONDecodeError.*\(the session was removed\)"
+    ):
+        store.remove(session.session_id)
+
+    assert store.remove(session.session_id) is None
+    assert len(store) == 0

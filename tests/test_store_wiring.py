@@ -119,6 +119,35 @@ def test_an_outage_answers_503_store_unavailable_and_recovery_needs_no_restart(
         server.stop()
 
 
+def test_a_stored_record_that_does_not_decode_is_named_in_the_log_not_hidden_in_a_trace(
+    redis_server: RedisServer, make_redis_app: MakeRedisApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    import redis
+
+    prefix = fresh_prefix()
+    client = make_redis_app(redis_server.url, prefix).test_client()
+    sids = [client.post(S, json=STORY).get_json()["session_id"] for _ in range(3)]
+    with redis.Redis.from_url(redis_server.url) as raw:
+        raw.hset(f"{{{prefix}}}:s:{sids[0]}", "rq", b"{written by another version")
+
+    read = client.get(f"{S}/{sids[0]}")
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    cleanup = client.post("/api/v1/admin/cleanup", json={"scope": "all"})
+
+    assert read.status_code == 500
+    assert read.content_type == "application/problem+json"
+    assert read.get_json()["type"] == "urn:sidecar:problem:internal-error"
+    assert "written by another version" not in read.get_data(as_text=True)
+    (error,) = errors
+    assert sids[0] in error.getMessage()
+    assert "cannot be read" in error.getMessage()
+    assert error.exc_info is None  # one line, not a traceback
+    # the other sessions are still removed and counted; the unreadable one is removed too
+    assert cleanup.status_code == 200
+    assert cleanup.get_json() == {"removed": 2}
+    assert client.get(f"{S}/{sids[0]}").status_code == 404
+
+
 def test_closing_the_app_closes_its_store_connections(
     tmp_path: Path, make_redis_app: MakeRedisApp
 ) -> None:

@@ -1,8 +1,8 @@
-"""The store's own error: importable without a Redis client installed."""
+"""The store's own errors: importable without a Redis client installed."""
 
 from __future__ import annotations
 
-__all__ = ["StoreUnavailableError"]
+__all__ = ["StoreUnavailableError", "UnreadableSessionError"]
 
 
 class StoreUnavailableError(Exception):
@@ -11,3 +11,16 @@ class StoreUnavailableError(Exception):
     Raised before or instead of a reply, so the operation it interrupted is either wholly
     applied (a Lua script is atomic) or not at all; the caller cannot tell which.
     """
+
+
+class UnreadableSessionError(Exception):
+    """A session's stored record could not be read back into a session.
+
+    Only a record this code did not write can cause it: one edited by hand, or written by a
+    version that stored its fields differently. The message names the session and the reason.
+    """
+
+    def __init__(self, session_id: str, reason: str) -> None:
+        super().__init__(f"stored session {session_id} cannot be read: {reason}")
+        self.session_id = session_id
+        self.reason = reason

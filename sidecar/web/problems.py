@@ -27,7 +27,7 @@ from sidecar.core.errors import (
     SessionValidationError,
 )
 from sidecar.core.rules import RECOVER, RECOVER_RULE
-from sidecar.store.errors import StoreUnavailableError
+from sidecar.store.errors import StoreUnavailableError, UnreadableSessionError
 
 __all__ = [
     "ECHO_LIMIT",
@@ -251,6 +251,15 @@ def register_error_handlers(app: Flask) -> None:
             "store-unavailable",
             "the session store did not answer in time; try again",
             headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
+        ).to_response()
+
+    @app.errorhandler(UnreadableSessionError)
+    def _unreadable(exc: UnreadableSessionError) -> Response:
+        # Stored data this code did not write (edited by hand, another version's layout): the
+        # log names the session and the reason, as one line; the client gets no internals.
+        logger.error("%s", exc)
+        return Problem(
+            "internal-error", "a stored session cannot be read; the sidecar's log names it"
         ).to_response()
 
     @app.errorhandler(Exception)

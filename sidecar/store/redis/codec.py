@@ -23,6 +23,7 @@ from sidecar.core.models import (
     ProgressUpdate,
     ScenePrompt,
 )
+from sidecar.store.errors import UnreadableSessionError
 
 __all__ = [
     "decode_session",
@@ -65,17 +66,25 @@ def _progress(raw: bytes) -> ProgressUpdate | None:
 
 
 def decode_session(session_id: str, flat: Sequence[Any] | Mapping[Any, Any]) -> GenerationSession:
-    """The session stored under `session_id`, from HGETALL's reply (a dict or a flat list)."""
-    pairs = flat.items() if isinstance(flat, Mapping) else zip(flat[::2], flat[1::2], strict=True)
-    f: dict[bytes, bytes] = dict(pairs)
-    return GenerationSession(
-        session_id=session_id,
-        status=GenerationStatus(f[b"st"].decode()),
-        request_data=_request.validate_json(f[b"rq"]),
-        created_at=from_micros(int(f[b"c"])),
-        last_accessed=from_micros(int(f[b"a"])),
-        updated_at=from_micros(int(f[b"u"])),
-        scenes=_scenes.validate_json(f[b"sc"]),
-        progress=_progress(f[b"pg"]),
-        error_message=json.loads(f[b"er"]) if f[b"er"] else None,
-    )
+    """The session stored under `session_id`, from HGETALL's reply (a dict or a flat list);
+    UnreadableSessionError if a field is missing or does not decode."""
+    try:
+        pairs = (
+            flat.items() if isinstance(flat, Mapping) else zip(flat[::2], flat[1::2], strict=True)
+        )
+        f: dict[bytes, bytes] = dict(pairs)
+        return GenerationSession(
+            session_id=session_id,
+            status=GenerationStatus(f[b"st"].decode()),
+            request_data=_request.validate_json(f[b"rq"]),
+            created_at=from_micros(int(f[b"c"])),
+            last_accessed=from_micros(int(f[b"a"])),
+            updated_at=from_micros(int(f[b"u"])),
+            scenes=_scenes.validate_json(f[b"sc"]),
+            progress=_progress(f[b"pg"]),
+            error_message=json.loads(f[b"er"]) if f[b"er"] else None,
+        )
+    except KeyError as exc:
+        raise UnreadableSessionError(session_id, f"field {exc} is missing") from exc
+    except (ValueError, TypeError, AttributeError) as exc:  # pydantic's errors are ValueErrors
+        raise UnreadableSessionError(session_id, f"{type(exc).__name__}: {exc}") from exc

@@ -16,6 +16,7 @@ an injected clock gives the same figures as the memory store.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -38,7 +39,7 @@ from sidecar.store.base import (
     StaleScenesError,
     StoreFigures,
 )
-from sidecar.store.errors import StoreUnavailableError
+from sidecar.store.errors import StoreUnavailableError, UnreadableSessionError
 from sidecar.store.redis.codec import (
     decode_session,
     encode_error,
@@ -48,6 +49,8 @@ from sidecar.store.redis.codec import (
 )
 
 __all__ = ["RedisSessionStore", "reachable"]
+
+logger = logging.getLogger(__name__)
 
 _OPERATIONS = ("create", "update", "touch", "remove", "expire", "purge")
 
@@ -109,8 +112,24 @@ class RedisSessionStore:
         with reachable(name):
             return self._scripts[name](keys=[self._tag], args=list(args))
 
-    def _removed(self, reply: Sequence[Any]) -> list[GenerationSession]:
-        return [decode_session(sid.decode(), fields) for sid, fields in reply if fields]
+    @staticmethod
+    def _removed(reply: Sequence[Any]) -> list[GenerationSession]:
+        """The sessions a script removed. One whose record does not decode is gone all the
+        same: it is logged and left out, so the rest of the batch is still reported."""
+        removed: list[GenerationSession] = []
+        for sid, fields in reply:
+            if not fields:
+                continue
+            try:
+                removed.append(decode_session(_text(sid), fields))
+            except UnreadableSessionError as exc:
+                logger.warning(
+                    "removed session %s, whose stored record cannot be read (%s); it is not "
+                    "counted or reported",
+                    exc.session_id,
+                    exc.reason,
+                )
+        return removed
 
     # ------------------------------------------------------------------ rule-bearing operations
 
@@ -215,7 +234,14 @@ class RedisSessionStore:
     def remove(self, session_id: str) -> GenerationSession | None:
         """Remove one session; what was removed (only this caller gets it), or None."""
         fields = self._run("remove", session_id)
-        return decode_session(session_id, fields) if fields else None
+        if not fields:
+            return None
+        try:
+            return decode_session(session_id, fields)
+        except UnreadableSessionError as exc:
+            raise UnreadableSessionError(
+                session_id, f"{exc.reason} (the session was removed)"
+            ) from exc
 
     def expire(self, rules: Sequence[ExpiryRule], batch: int = BATCH) -> list[GenerationSession]:
         """Remove up to `batch` expired sessions; each one removed is returned to one caller."""
@@ -326,6 +352,10 @@ class RedisSessionStore:
         key = f"{self._tag}:u:{status.value}"
         low = b"-" if after is None else b"(" + _pad(after[0]) + b":" + after[1].encode()
         return self._read_members(key, low, b"(" + _pad(updated_before_us), limit, "page_stuck")
+
+    def close(self) -> None:
+        """Close the client's connections; the sessions stay in Redis for the other replicas."""
+        self._client.close()
 
     def clear(self) -> int:
         """Remove every session of this prefix, batch by batch; how many."""
