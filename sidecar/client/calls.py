@@ -20,6 +20,8 @@ from pydantic_core import from_json, to_json
 
 from sidecar.core.config import ManagerConfig
 from sidecar.core.models import (
+    REQUEST,
+    SCENE,
     SESSION,
     GenerationRequest,
     GenerationSession,
@@ -44,8 +46,6 @@ T = TypeVar("T")
 API = "/api/v1"
 JSON_HEADERS = {"Content-Type": "application/json"}
 
-_request = TypeAdapter(GenerationRequest)
-_scene = TypeAdapter(ScenePrompt)
 _config = TypeAdapter(ManagerConfig)
 
 
@@ -115,7 +115,7 @@ def _progress_body(progress: ProgressUpdate | Mapping[str, Any]) -> dict[str, An
 
 def _scene_body(scene: ScenePrompt | Mapping[str, Any]) -> Any:
     if isinstance(scene, ScenePrompt):
-        return _scene.dump_python(scene, mode="json", exclude_none=True)
+        return SCENE.dump_python(scene, mode="json", exclude_none=True)
     return dict(scene)
 
 
@@ -149,7 +149,7 @@ class CallBuilder:
             "POST",
             f"{API}/sessions",
             _read_session,
-            _request.dump_json(request),
+            REQUEST.dump_json(request),
             headers={**JSON_HEADERS, "Idempotency-Key": key},
         )
 

@@ -10,6 +10,9 @@ from pydantic import TypeAdapter, ValidationError
 from sidecar.core.config import ManagerConfig
 from sidecar.core.errors import SessionValidationError
 from sidecar.core.models import (
+    REQUEST,
+    SCENE,
+    STATUS,
     ErrorMessage,
     GenerationRequest,
     GenerationStatus,
@@ -32,9 +35,6 @@ T = TypeVar("T")
 
 _progress_adapter = TypeAdapter(ProgressUpdate | None)
 _scenes_adapter = TypeAdapter(tuple[ScenePrompt, ...])
-_status_adapter = TypeAdapter(GenerationStatus)
-_request_adapter = TypeAdapter(GenerationRequest)
-_scene_adapter = TypeAdapter(ScenePrompt)
 _error_message_adapter: TypeAdapter[str | None] = TypeAdapter(ErrorMessage | None)
 
 
@@ -56,19 +56,19 @@ def check(adapter: TypeAdapter[T], value: Any, loc: str) -> T:
 
 
 def check_status(value: Any) -> GenerationStatus:
-    return check(_status_adapter, value, "status")
+    return check(STATUS, value, "status")
 
 
 def check_request(value: Any) -> GenerationRequest:
     if isinstance(value, GenerationRequest):
         return value
-    return check(_request_adapter, value, "request")
+    return check(REQUEST, value, "request")
 
 
 def check_scene(value: Any) -> ScenePrompt:
     if isinstance(value, ScenePrompt):
         return value
-    return check(_scene_adapter, value, "scene")
+    return check(SCENE, value, "scene")
 
 
 def new_config(values: Mapping[str, Any], base: ManagerConfig | None = None) -> ManagerConfig:

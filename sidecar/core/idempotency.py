@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import hashlib
 
-from pydantic import TypeAdapter
-
 from sidecar.core.config import ManagerConfig
-from sidecar.core.models import GenerationRequest
+from sidecar.core.models import REQUEST, GenerationRequest
 from sidecar.core.rules import micros
 from sidecar.store.base import IdempotencyKey
 
@@ -26,12 +24,10 @@ __all__ = ["KEYS_PER_SESSION", "MAX_KEY_LENGTH", "fingerprint", "idempotency_rul
 KEYS_PER_SESSION = 2
 MAX_KEY_LENGTH = 255
 
-_request = TypeAdapter(GenerationRequest)
-
 
 def fingerprint(request: GenerationRequest) -> str:
     """The SHA-256 of the request's canonical JSON, as hex."""
-    return hashlib.sha256(_request.dump_json(request)).hexdigest()
+    return hashlib.sha256(REQUEST.dump_json(request)).hexdigest()
 
 
 def idempotency_rule(

@@ -43,7 +43,11 @@ __all__ = [
     "MAX_ERROR_MESSAGE",
     "MAX_SCENES",
     "MAX_STEPS",
+    "PROGRESS",
+    "REQUEST",
+    "SCENE",
     "SESSION",
+    "STATUS",
     "ErrorMessage",
     "evolve",
 ]
@@ -202,6 +206,12 @@ def _progress_dict(progress: ProgressUpdate) -> dict[str, Any]:
 # Validates a session from outside (a snapshot, a client's answer): the field types above
 # (aware timestamps normalised to UTC, scenes ordered and unique), no unknown field.
 SESSION: TypeAdapter[GenerationSession] = TypeAdapter(GenerationSession)
+# One adapter per model every layer validates or dumps (the API, the stores, the client): built
+# once here, as building one compiles its schema.
+REQUEST: TypeAdapter[GenerationRequest] = TypeAdapter(GenerationRequest)
+SCENE: TypeAdapter[ScenePrompt] = TypeAdapter(ScenePrompt)
+PROGRESS: TypeAdapter[ProgressUpdate] = TypeAdapter(ProgressUpdate)
+STATUS: TypeAdapter[GenerationStatus] = TypeAdapter(GenerationStatus)
 
 # The fields a change may set; identity and origin (session_id, request_data, created_at) never
 # change.

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import request
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from werkzeug.routing import IntegerConverter
 
 from sidecar.core.idempotency import MAX_KEY_LENGTH
-from sidecar.core.models import GenerationStatus
+from sidecar.core.models import STATUS, GenerationStatus
 from sidecar.core.rules import STUCK_STATUS
 from sidecar.store import Cursor
 from sidecar.web.problems import Problem, from_pydantic, validation_problem
@@ -46,7 +46,6 @@ T = TypeVar("T")
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 _IDEMPOTENCY_ENVIRON = "HTTP_" + IDEMPOTENCY_KEY.upper().replace("-", "_")
-_status = TypeAdapter(GenerationStatus)
 _QUERY = frozenset({"status", "limit", "cursor", "stuck"})
 _LIMIT = re.compile(r"[0-9]{1,7}")
 _MAX_CURSOR = 512
@@ -167,7 +166,7 @@ def page_query() -> PageQuery:
     status: GenerationStatus | None = None
     if "status" in args:
         try:
-            status = _status.validate_python(args["status"])
+            status = STATUS.validate_python(args["status"])
         except ValidationError:
             allowed = ", ".join(s.value for s in GenerationStatus)
             errors.append({"loc": ["status"], "msg": f"must be one of {allowed}", "type": "enum"})

@@ -11,17 +11,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, Response, request
-from pydantic import TypeAdapter
 from pydantic_core import from_json, to_json
 
 from sidecar.core.errors import SessionNotFoundError, SessionValidationError
 from sidecar.core.models import (
     MAX_SCENES,
+    PROGRESS,
+    REQUEST,
+    SCENE,
     SESSION,
-    GenerationRequest,
     GenerationSession,
-    ProgressUpdate,
-    ScenePrompt,
 )
 from sidecar.web.inputs import (
     SceneNumber,
@@ -57,11 +56,6 @@ __all__ = ["allowed_methods", "register_routes"]
 JSON = "application/json"
 
 T = TypeVar("T")
-
-# Built once: validators and serializers are the costly part of pydantic to construct.
-_generation_request = TypeAdapter(GenerationRequest)
-_progress = TypeAdapter(ProgressUpdate)
-_scene = TypeAdapter(ScenePrompt)
 
 
 def _json(payload: bytes, status: int = 200) -> Response:
@@ -136,7 +130,7 @@ class Api:
     def create_session(self) -> Response:
         # A repeat with the same key answers as the first did: 201, the same Location.
         key = idempotency_key()
-        generation = self._body(_generation_request.validate_python)
+        generation = self._body(REQUEST.validate_python)
         session = self._manager.create_session(generation, key)
         return _Created(SESSION.dump_json(session), f"{SESSIONS}/{session.session_id}")
 
@@ -180,7 +174,7 @@ class Api:
         return _session_json(session)
 
     def put_progress(self, session_id: str) -> Response:
-        progress = self._body(_progress.validate_python)
+        progress = self._body(PROGRESS.validate_python)
         session = self._manager.atomic_session_update(session_id, {"progress": progress})
         return _session_json(session)
 
@@ -190,7 +184,7 @@ class Api:
         # The body is checked as sent (a scene_number in it must be valid too); then n wins.
         data = self._json_body()
         scene = validated(
-            _scene.validate_python, {"scene_number": n, **data} if isinstance(data, dict) else data
+            SCENE.validate_python, {"scene_number": n, **data} if isinstance(data, dict) else data
         )
         if scene.scene_number != n:
             scene = dataclasses.replace(scene, scene_number=n)

@@ -16,6 +16,7 @@ from pydantic import TypeAdapter
 
 from sidecar.core.clock import from_micros
 from sidecar.core.models import (
+    REQUEST,
     GenerationRequest,
     GenerationSession,
     GenerationStatus,
@@ -34,14 +35,13 @@ __all__ = [
     "from_micros",
 ]
 
-_request = TypeAdapter(GenerationRequest)
 # The sessions' own rule for scenes (ordered by number, each number once): a hash edited by
 # hand is read as SESSION would accept it, or refused.
 _scenes = TypeAdapter(OrderedScenes)
 
 
 def encode_request(request: GenerationRequest) -> bytes:
-    return _request.dump_json(request)
+    return REQUEST.dump_json(request)
 
 
 def encode_scenes(scenes: Sequence[ScenePrompt]) -> bytes:
@@ -76,7 +76,7 @@ def decode_session(session_id: str, flat: Sequence[Any] | Mapping[Any, Any]) -> 
         return GenerationSession(
             session_id=session_id,
             status=GenerationStatus(f[b"st"].decode()),
-            request_data=_request.validate_json(f[b"rq"]),
+            request_data=REQUEST.validate_json(f[b"rq"]),
             created_at=from_micros(int(f[b"c"])),
             last_accessed=from_micros(int(f[b"a"])),
             updated_at=from_micros(int(f[b"u"])),
