@@ -29,6 +29,8 @@ METRICS = {"metrics_token": "m3trics-t0ken-3-long"}
 BEARER = {"Authorization": "Bearer s3cret-api-t0ken-1"}
 PROGRESS = {"current_step": 1, "total_steps": 2}
 CURSOR_OF_WRONG_SHAPE = base64.urlsafe_b64encode(b'{"a": 1}').decode().rstrip("=")
+# [1, "\ud800"]: JSON can spell a lone surrogate, which no UTF-8 (and no Redis key) can hold
+CURSOR_OF_A_LONE_SURROGATE = base64.urlsafe_b64encode(b'[1, "\\ud800"]').decode().rstrip("=")
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,7 @@ CASES = [
     Case("bad-status-filter", "GET", S + "?status=done", 422, "validation-error", locs=[["query", "status"]]),
     Case("garbage-cursor", "GET", S + "?cursor=!!", 422, "validation-error", locs=[["query", "cursor"]]),
     Case("cursor-of-wrong-shape", "GET", S + "?cursor=" + CURSOR_OF_WRONG_SHAPE, 422, "validation-error", locs=[["query", "cursor"]]),
+    Case("cursor-id-not-text", "GET", S + "?cursor=" + CURSOR_OF_A_LONE_SURROGATE, 422, "validation-error", locs=[["query", "cursor"]]),
     Case("unknown-query", "GET", S + "?sort=age", 422, "validation-error", locs=[["query", "sort"]]),
     # 429: full under capacity_policy=reject
     Case("capacity-full", "POST", S, 429, "capacity-exceeded", json={"story_text": "x"},

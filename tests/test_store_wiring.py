@@ -6,6 +6,7 @@ in test_replicas.py.
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -146,6 +147,19 @@ def test_a_stored_record_that_does_not_decode_is_named_in_the_log_not_hidden_in_
     assert cleanup.status_code == 200
     assert cleanup.get_json() == {"removed": 2}
     assert client.get(f"{S}/{sids[0]}").status_code == 404
+
+
+@pytest.mark.parametrize("query", ["", "stuck=true&"])
+def test_a_cursor_no_redis_key_can_hold_is_a_422_not_a_500(
+    redis_server: RedisServer, make_redis_app: MakeRedisApp, query: str
+) -> None:
+    client = make_redis_app(redis_server.url, fresh_prefix()).test_client()
+    cursor = base64.urlsafe_b64encode(b'[1, "\\ud800"]').decode().rstrip("=")
+
+    answer = client.get(f"{S}?{query}cursor={cursor}")
+
+    assert answer.status_code == 422
+    assert answer.get_json()["errors"][0]["loc"] == ["query", "cursor"]
 
 
 def test_closing_the_app_closes_its_store_connections(

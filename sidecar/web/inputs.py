@@ -75,9 +75,19 @@ def decode_cursor(text: str) -> Cursor | None:
         and len(value) == 2
         and type(value[0]) is int
         and isinstance(value[1], str)
+        and _encodable(value[1])
     ):
         return value[0], value[1]
     return None
+
+
+def _encodable(text: str) -> bool:
+    """False for text UTF-8 cannot hold (a lone surrogate, which JSON's \\ud800 can spell)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class SceneNumber(IntegerConverter):
