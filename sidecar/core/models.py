@@ -129,7 +129,7 @@ class ScenePrompt:
     prompt: Annotated[str, Field(min_length=1, max_length=10_000), NonBlank]
     title: Annotated[str, Field(max_length=200)] | None = None
     negative_prompt: Annotated[str, Field(max_length=10_000)] | None = None
-    duration_seconds: Annotated[float, Field(gt=0, le=3600)] | None = None
+    duration_seconds: Annotated[float, Strict(), Field(gt=0, le=3600)] | None = None
 
 
 def _in_utc(moment: datetime) -> datetime:
