@@ -17,6 +17,7 @@ from sidecar.core.manager import SessionManager
 from sidecar.core.models import GenerationSession
 from sidecar.web.app import get_sidecar
 from sidecar.web.problems import PROBLEM_TYPES
+from sidecar.web.schemas import MAX_ISSUES
 
 if TYPE_CHECKING:
     from conftest import MakeApp, MakeSession
@@ -298,6 +299,26 @@ def test_validation_problem_lists_message_and_type(client: FlaskClient) -> None:
             }
         ],
     }
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", S + "?" + "&".join(f"q{i}=1" for i in range(MAX_ISSUES + 10)), None),
+        ("POST", S, {"story_text": "x", **{f"f{i}": 1 for i in range(MAX_ISSUES + 10)}}),
+    ],
+    ids=["query", "body"],
+)
+def test_a_problem_lists_at_most_max_issues_and_counts_them_all(
+    client: FlaskClient, method: str, path: str, body: dict[str, Any] | None
+) -> None:
+    response = client.open(path, method=method, json=body)
+
+    problem = response.get_json()
+    assert response.status_code == 422
+    assert len(problem["errors"]) == MAX_ISSUES
+    assert problem["detail"].endswith(f"(and {MAX_ISSUES + 9} more)")
+    assert all(issue["type"] == "extra_forbidden" for issue in problem["errors"])
 
 
 def test_api_is_503_once_the_manager_is_shut_down(

@@ -28,6 +28,7 @@ from sidecar.core.errors import (
 )
 from sidecar.core.rules import RECOVER, RECOVER_RULE
 from sidecar.store.errors import StoreUnavailableError, UnreadableSessionError
+from sidecar.web.schemas import MAX_ISSUES
 
 __all__ = [
     "ECHO_LIMIT",
@@ -139,11 +140,17 @@ def _issue(loc: Sequence[str | int], msg: str, kind: str) -> dict[str, Any]:
 def validation_problem(
     errors: Iterable[Mapping[str, Any] | ErrorDetails], prefix: Sequence[str | int] = ("body",)
 ) -> Problem:
-    """A 422 listing each bad field; `prefix` says where the fields are (body, query, path)."""
-    issues = [_issue([*prefix, *e["loc"]], str(e["msg"]), str(e["type"])) for e in errors]
+    """A 422 listing each bad field, up to MAX_ISSUES; `prefix` says where the fields are
+    (body, query, path). The detail names the first and counts all the others."""
+    issues: list[dict[str, Any]] = []
+    total = 0
+    for e in errors:
+        total += 1
+        if total <= MAX_ISSUES:
+            issues.append(_issue([*prefix, *e["loc"]], str(e["msg"]), str(e["type"])))
     first = issues[0] if issues else {"loc": list(prefix), "msg": "invalid"}
     where = ".".join(map(str, first["loc"]))
-    more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+    more = f" (and {total - 1} more)" if total > 1 else ""
     return Problem("validation-error", f"{where}: {first['msg']}{more}", errors=issues)
 
 
