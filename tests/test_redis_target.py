@@ -39,12 +39,63 @@ def test_redact_hides_only_the_password(url: str, shown: str) -> None:
         (f"redis://:{SECRET}@host:notaport", "not a valid URL"),
         (f"redis://:{SECRET}@host:0", "port 0"),
         ("unix://", "socket's path"),
+        # redis-py: case-sensitive schemes; a path that is not a number silently db 0; query
+        # values it checks only when it connects; timeouts that would override the setting
+        (f"REDIS://:{SECRET}@host:6379/0", "unknown scheme 'REDIS'"),
+        (f"redis://:{SECRET}@host:6379/x", "the path names the database"),
+        (f"redis://:{SECRET}@host:6379/0?db=x", "db must be a number"),
+        (f"redis://:{SECRET}@host:6379/0?db=", "db must be a number"),
+        (f"redis://:{SECRET}@host:6379/0?db=1&db=2", "given more than once"),
+        (f"redis://:{SECRET}@host:6379/0?socket_timeout=abc", "'socket_timeout' not taken"),
+        (f"redis://:{SECRET}@host:6379/0?ssl_cert_reqs=none", "'ssl_cert_reqs' not taken"),
+        (f"rediss://:{SECRET}@host:6379/0?ssl_cert_reqs=off", "ssl_cert_reqs must be"),
     ],
 )
 def test_bad_urls_are_refused_without_the_password(url: str, complaint: str) -> None:
     with pytest.raises(ValueError, match=complaint) as caught:
         check_url(url)
     assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://host:6379",
+        "redis://host:6379/",
+        "redis://host:6379/15",
+        "redis://host/0?db=3",
+        "rediss://user:pw@host:6380/0?ssl_cert_reqs=none&ssl_ca_certs=/etc/ca.pem",
+        "unix:///run/redis.sock?db=2",
+    ],
+)
+def test_good_urls_pass_as_given(url: str) -> None:
+    assert check_url(url) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "db"),
+    [("redis://127.0.0.1:{port}/3", 3), ("redis://127.0.0.1:{port}?db=4", 4)],
+)
+def test_the_database_a_url_names_is_the_one_written_to(
+    redis_server: RedisServer,
+    clock: ManualClock,
+    request_data: GenerationRequest,
+    url: str,
+    db: int,
+) -> None:
+    import redis
+
+    client = connect(url.format(port=redis_server.port), timeout=5)
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    try:
+        create(RedisSessionStore(client, prefix), clock, request_data)
+        with redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + f"/{db}") as raw:
+            assert raw.exists(f"{{{prefix}}}:c") == 1
+        with redis.Redis.from_url(redis_server.url) as raw:  # and not database 0
+            assert raw.exists(f"{{{prefix}}}:c") == 0
+    finally:
+        RedisSessionStore(client, prefix).clear()
+        client.close()
 
 
 @pytest.mark.parametrize("prefix", ["", "{x}", "a b", "x" * 65, "é"])

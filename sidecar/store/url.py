@@ -14,6 +14,9 @@ __all__ = ["SCHEMES", "check_prefix", "check_url", "redact", "store_label"]
 
 SCHEMES = ("redis", "rediss", "unix")
 _PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_DB = re.compile(r"[0-9]{1,5}")
+# What a rediss:// URL may say about TLS (redis-py's SSL connection arguments).
+_TLS_QUERY = frozenset({"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile"})
 
 
 def redact(url: str) -> str:
@@ -37,17 +40,43 @@ def check_url(url: str) -> str:
         port = parts.port
     except ValueError:
         raise ValueError(f"not a valid URL: {redact(url)}") from None
-    if parts.scheme not in SCHEMES:
+    # As written: urlsplit lowercases the scheme, redis-py does not (REDIS:// fails there).
+    scheme = url.split(":", 1)[0]
+    if scheme not in SCHEMES:
         allowed = ", ".join(f"{s}://" for s in SCHEMES)
-        raise ValueError(f"unknown scheme {parts.scheme!r}: use memory or {allowed}")
-    if parts.scheme == "unix":
+        raise ValueError(f"unknown scheme {scheme!r}: use memory or {allowed}")
+    if scheme == "unix":
         if not parts.path:
             raise ValueError("unix:// needs the socket's path, e.g. unix:///run/redis.sock")
     elif not parts.hostname:
         raise ValueError(f"no host in {redact(url)}")
     elif port == 0:
         raise ValueError(f"port 0 in {redact(url)}")
+    # redis-py reads a path that is not a number as database 0, silently.
+    elif parts.path.strip("/") and not _DB.fullmatch(parts.path.strip("/")):
+        raise ValueError(f"the path names the database, a number such as /0, in {redact(url)}")
+    _check_query(parts.query, scheme, redact(url))
     return url
+
+
+def _check_query(query: str, scheme: str, shown: str) -> None:
+    """Only the query parameters the sidecar leaves to the URL, each once and well formed.
+
+    A timeout in the URL would override SIDECAR_STORE_TIMEOUT_SECONDS, and redis-py fails on a
+    malformed value (or an unknown name) only when it first connects.
+    """
+    allowed = _TLS_QUERY | {"db"} if scheme == "rediss" else {"db"}
+    for name, values in parse_qs(query, keep_blank_values=True).items():
+        if name not in allowed:
+            names = ", ".join(sorted(allowed))
+            raise ValueError(f"query parameter {name!r} not taken (only {names}) in {shown}")
+        if len(values) > 1:
+            raise ValueError(f"query parameter {name!r} given more than once in {shown}")
+        value = values[0]
+        if name == "db" and not _DB.fullmatch(value):
+            raise ValueError(f"db must be a number in {shown}")
+        if name == "ssl_cert_reqs" and value not in ("none", "optional", "required"):
+            raise ValueError(f"ssl_cert_reqs must be none, optional or required in {shown}")
 
 
 def check_prefix(prefix: str) -> str:
