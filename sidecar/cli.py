@@ -38,7 +38,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _fail(message: str) -> int:
-    print(f"sidecar: {message}", file=sys.stderr)
+    """Exit status 2 with `message` on one line: control characters a bad value carried (a
+    newline in an environment variable) are shown escaped."""
+    line = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+    print(f"sidecar: {line}", file=sys.stderr)
     return 2
 
 

@@ -51,11 +51,17 @@ class SimulationConfig:
     timeout: float = 5.0
 
     def validate(self) -> None:
-        parts = urllib.parse.urlsplit(self.url)
+        example = "an http(s) URL such as http://127.0.0.1:8000"
+        try:
+            parts = urllib.parse.urlsplit(self.url)
+            parts.port  # noqa: B018 -- urlsplit checks the port only when it is read
+        except ValueError as exc:
+            raise ValueError(f"--url must be {example}, not {self.url!r} ({exc})") from None
         if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError(
-                f"--url must be an http(s) URL such as http://127.0.0.1:8000, not {self.url!r}"
-            )
+            raise ValueError(f"--url must be {example}, not {self.url!r}")
+        if self.token and not all("!" <= ch <= "~" for ch in self.token):
+            # The token is not repeated: it goes into a header, and into no message.
+            raise ValueError("the API token must be visible ASCII characters without spaces")
         if not 0 < self.rate <= 10_000:
             raise ValueError(f"--rate must be above 0 and at most 10000, not {self.rate}")
         for name, ratio in (

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import warnings
+from pathlib import Path
 
 import pytest
 from conftest import SidecarSpawner
@@ -52,6 +54,19 @@ def served(clean_env: pytest.MonkeyPatch, restore_logging: None) -> list[Setting
             "notahost",
             "invalid SIDECAR_HOST=notahost: not an IP address or host name",
         ),
+        # a control character in a value is shown escaped: the message stays one line
+        ("SIDECAR_PORT", "80\n81", "invalid SIDECAR_PORT=80\\n81: must be an integer"),
+        (
+            "SIDECAR_CAPACITY_POLICY",
+            "reject\tx",
+            "invalid SIDECAR_CAPACITY_POLICY=reject\\tx: must be evict_oldest or reject",
+        ),
+        (
+            "SIDECAR_STORE",
+            "redis://127.0.0.1:6379/x",
+            "invalid SIDECAR_STORE=redis://127.0.0.1:6379/x: the path names the database, "
+            "a number such as /0, in redis://127.0.0.1:6379/x",
+        ),
     ],
 )
 def test_a_bad_variable_exits_2_with_one_line_before_anything_starts(
@@ -93,11 +108,22 @@ def test_a_bad_variable_exits_2_with_one_line_before_anything_starts(
             "invalid --snapshot-path=/nonexistent-dir/s.json: "
             "directory /nonexistent-dir does not exist",
         ),
+        # a FIFO would block the start-up's read forever
+        (["--snapshot-path", "{fifo}"], "invalid --snapshot-path={fifo}: is not a regular file"),
     ],
 )
 def test_a_snapshot_that_cannot_work_exits_2_before_anything_starts(
-    served: list[Settings], capsys: pytest.CaptureFixture[str], argv: list[str], line: str
+    served: list[Settings],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    argv: list[str],
+    line: str,
 ) -> None:
+    fifo = tmp_path / "snapshot.fifo"
+    os.mkfifo(fifo)
+    argv = [arg.replace("{fifo}", str(fifo)) for arg in argv]
+    line = line.replace("{fifo}", str(fifo))
+
     status = main(["serve", *argv])
 
     assert status == 2
@@ -408,6 +434,20 @@ def test_python_warnings_become_log_lines(restore_logging: None) -> None:
         (
             ["--url", "ftp://x/"],
             "sidecar: --url must be an http(s) URL such as http://127.0.0.1:8000, not 'ftp://x/'\n",
+        ),
+        (
+            ["--url", "http://127.0.0.1:99999"],
+            "sidecar: --url must be an http(s) URL such as http://127.0.0.1:8000, not "
+            "'http://127.0.0.1:99999' (Port out of range 0-65535)\n",
+        ),
+        # never repeated: the token would be the secret in the message
+        (
+            ["--token", "abc\ndef-secret"],
+            "sidecar: the API token must be visible ASCII characters without spaces\n",
+        ),
+        (
+            ["--token", "tok\u20acen"],
+            "sidecar: the API token must be visible ASCII characters without spaces\n",
         ),
     ],
 )

@@ -289,6 +289,9 @@ def path_problem(path: Path) -> str | None:
         return f"{directory} is not a directory"
     if path.is_dir():
         return "is a directory; name a file"
+    if path.exists() and not path.is_file():
+        # A FIFO would block the start-up's read forever; a device is no snapshot either.
+        return "is not a regular file"
     try:
         fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=directory)
     except OSError as exc:
