@@ -9,22 +9,23 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from conftest import F, P, R, redis_stores
+from conftest import F, P, R, poll, redis_stores
 from pydantic import ValidationError
-from redis_server import RedisServer
+from redis_server import RedisServer, free_port, require_redis_server
 from store_helpers import attempt, create
 
 from sidecar.core.clock import ManualClock, to_micros
 from sidecar.core.config import CapacityPolicy
 from sidecar.core.errors import InvalidTransitionError
 from sidecar.core.models import GenerationRequest, ScenePrompt
-from sidecar.core.rules import ExpiryRule
+from sidecar.core.rules import EVICTION_ORDER, ExpiryRule
 from sidecar.store import Change
-from sidecar.store.errors import UnreadableSessionError
+from sidecar.store.errors import StoreUnavailableError, UnreadableSessionError
 from sidecar.store.redis import RedisSessionStore
 
 MakeStore = Callable[[], RedisSessionStore]
@@ -269,3 +270,128 @@ def test_removing_a_record_that_does_not_decode_removes_it_and_says_so(
 
     assert store.remove(session.session_id) is None
     assert len(store) == 0
+
+
+# ---------------------------------------------------------------- times the indexes cannot hold
+
+EPOCH_US_BOUND = 10**16  # index members hold 16 digits of microseconds: up to 2286-11-20
+
+
+@pytest.mark.parametrize("now_us", [-5_000_000, EPOCH_US_BOUND + 5])
+def test_a_time_the_indexes_cannot_hold_is_refused_before_anything_is_written(
+    store: RedisSessionStore, request_data: GenerationRequest, now_us: int
+) -> None:
+    with pytest.raises(ValueError, match="outside what the Redis store can index"):
+        store.create(
+            "a",
+            request_data,
+            now_us,
+            capacity=10,
+            policy=CapacityPolicy.EVICT_OLDEST,
+            eviction_order=EVICTION_ORDER,
+            expiry=(),
+        )
+
+    assert len(store) == 0
+    assert store.client.keys("*:s:a") == []
+    assert store.get("a") is None
+
+
+def test_cutoffs_beyond_the_stored_times_keep_their_meaning(
+    store: RedisSessionStore, clock: ManualClock, request_data: GenerationRequest
+) -> None:
+    session = create(store, clock, request_data)
+    before_1970, after_2286 = -60_000_000, EPOCH_US_BOUND + 5
+
+    figures = store.figures([before_1970, after_2286], R, before_1970)
+    assert store.expire((ExpiryRule(None, before_1970),)) == []
+    assert store.purge(None, before_1970) == []
+    assert store.page_stuck(P, before_1970, None, 10) == []
+    assert [s.session_id for s in store.page_stuck(P, after_2286, None, 10)] == [session.session_id]
+
+    assert figures.created_before == [0, 1]
+    assert figures.stuck == 0
+    assert [s.session_id for s in store.purge(None, after_2286)] == [session.session_id]
+
+
+# ---------------------------------------------------------------- a server that refuses for now
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test alone: the test changes its settings."""
+    server = RedisServer(require_redis_server(), tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("refusal", ["read-only replica", "out of memory"])
+def test_a_server_that_refuses_commands_for_now_is_unavailable_not_an_error(
+    own_server: RedisServer, clock: ManualClock, request_data: GenerationRequest, refusal: str
+) -> None:
+    with redis_stores(own_server.url) as make:
+        store = make()
+        create(store, clock, request_data)
+        admin = store.client
+        if refusal == "read-only replica":
+            # a replica of a master that is not there: it serves reads and refuses writes
+            admin.replicaof("127.0.0.1", str(free_port()))
+        else:
+            admin.config_set("maxmemory", "1")  # noeviction (the default): writes refused
+        try:
+            with pytest.raises(StoreUnavailableError, match="create"):
+                create(store, clock, request_data)
+            assert len(store) == 1  # reads still answer
+        finally:
+            admin.replicaof("NO", "ONE")
+            admin.config_set("maxmemory", "0")
+        create(store, clock, request_data)
+        assert len(store) == 2
+
+
+def test_a_server_busy_with_another_clients_script_is_unavailable_not_an_error(
+    own_server: RedisServer, clock: ManualClock, request_data: GenerationRequest
+) -> None:
+    with redis_stores(own_server.url) as make:
+        store = make()
+        admin = redis.Redis.from_url(own_server.url)
+        admin.config_set("busy-reply-threshold", "1")  # ms before other clients get BUSY
+        spinner = redis.Redis.from_url(own_server.url)
+        ended: list[BaseException] = []
+
+        def run_forever() -> None:  # until SCRIPT KILL: "while true do end" writes nothing
+            try:
+                spinner.eval("while true do end", 0)
+            except redis.ResponseError as exc:
+                ended.append(exc)
+
+        spin = threading.Thread(target=run_forever, daemon=True)
+        spin.start()
+        try:
+            poll(lambda: _busy(admin), timeout=10, what="the spinning script", interval=0.01)
+            with pytest.raises(StoreUnavailableError, match="BUSY"):
+                create(store, clock, request_data)
+        finally:
+            poll(lambda: _killed(admin), timeout=10, what="SCRIPT KILL", interval=0.01)
+            spin.join(10)
+            assert ended, "the spinning script was not killed"
+            admin.close()
+            spinner.close()
+        create(store, clock, request_data)
+        assert len(store) == 1
+
+
+def _busy(client: redis.Redis) -> bool | None:
+    try:
+        client.ping()
+    except redis.ResponseError as exc:
+        return True if str(exc).startswith("BUSY") else None
+    return None
+
+
+def _killed(client: redis.Redis) -> bool | None:
+    try:
+        client.script_kill()
+    except redis.ResponseError as exc:
+        return True if "NOTBUSY" in str(exc) else None  # nothing runs (any more)
+    return True

@@ -6,7 +6,9 @@ __all__ = ["StoreUnavailableError", "UnreadableSessionError"]
 
 
 class StoreUnavailableError(Exception):
-    """The shared store did not answer within its timeout (or refused the connection).
+    """The shared store did not answer within its timeout, refused the connection, or refused
+    the command for want of a usable state (a read-only replica, out of memory, busy with
+    another client's script).
 
     Raised before or instead of a reply, so the operation it interrupted is either wholly
     applied (a Lua script is atomic) or not at all; the caller cannot tell which.

@@ -63,8 +63,29 @@ _FOUND = {
 }
 
 
+# Index members hold a time as 16 digits, so the store can hold times from the epoch up to
+# this bound (2286-11-20): a time outside them would corrupt the indexes its member goes into.
+_TIMES = 10**16 - 1
+
+
+def _time(us: int) -> int:
+    """`us` if a session can be stamped with it; ValueError (a clock far off) if not."""
+    if not 0 <= us < _TIMES:
+        raise ValueError(
+            f"time {us} us since the epoch is outside what the Redis store can index "
+            "(1970-01-01 to 2286-11-20); check the clock"
+        )
+    return us
+
+
+def _bound(us: int) -> int:
+    """A cutoff or cursor time, brought within the stored times' range: every stored time lies
+    in [0, _TIMES), so a comparison with it keeps its answer."""
+    return min(max(us, 0), _TIMES)
+
+
 def _pad(us: int) -> bytes:
-    return b"%016d" % us
+    return b"%016d" % _bound(us)
 
 
 def _csv(statuses: Sequence[GenerationStatus]) -> str:
@@ -79,13 +100,30 @@ def _member_us(member: bytes) -> int:
     return int(member[:16])
 
 
+# Refusals that say the server cannot take commands now, not that the command was wrong: a
+# replica left read-only by a failover, a full server, a lost master, another client's long
+# script (BUSY), a cluster that is down or resharding. (LOADING and NOAUTH are ConnectionError.)
+_REFUSALS = (
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+)
+
+
 @contextmanager
 def reachable(operation: str) -> Iterator[None]:
-    """Turn the client's connection and timeout errors into StoreUnavailableError."""
+    """Turn the client's connection and timeout errors, and the server's refusals for want of
+    a usable state, into StoreUnavailableError."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except (redis.ConnectionError, redis.TimeoutError, *_REFUSALS) as exc:
         raise StoreUnavailableError(f"{operation}: {exc}") from None
+    except redis.ResponseError as exc:
+        if str(exc).startswith("BUSY "):
+            raise StoreUnavailableError(f"{operation}: {exc}") from None
+        raise
 
 
 def _load(name: str) -> str:
@@ -154,7 +192,7 @@ class RedisSessionStore:
         outcome, expired, evicted, original, fields = self._run(
             "create",
             session_id,
-            now_us,
+            _time(now_us),
             capacity,
             policy.value,
             ";".join(_csv(group) for group in eviction_order),
@@ -204,12 +242,12 @@ class RedisSessionStore:
         reply = self._run(
             "update",
             session_id,
-            now_us,
+            _time(now_us),
             "" if change.status is None else change.status.value,
             _csv(change.leave_from),
             _csv(change.work_statuses),
             b"" if expect is None else encode_scenes(expect),
-            "" if change.updated_before_us is None else change.updated_before_us,
+            "" if change.updated_before_us is None else _bound(change.updated_before_us),
             *pairs,
         )
         match reply[0]:
@@ -228,7 +266,7 @@ class RedisSessionStore:
 
     def touch(self, session_id: str, now_us: int) -> GenerationSession | None:
         """The session with its last access set to `now_us`, or None."""
-        fields = self._run("touch", session_id, now_us)
+        fields = self._run("touch", session_id, _time(now_us))
         return decode_session(session_id, fields) if fields else None
 
     def remove(self, session_id: str) -> GenerationSession | None:
@@ -255,7 +293,7 @@ class RedisSessionStore:
             self._run(
                 "purge",
                 "" if status is None else status.value,
-                "" if cutoff_us is None else cutoff_us,
+                "" if cutoff_us is None else _bound(cutoff_us),
                 batch,
             )
         )
@@ -263,7 +301,7 @@ class RedisSessionStore:
     @staticmethod
     def _rules(rules: Sequence[ExpiryRule]) -> str:
         return ";".join(
-            f"{'' if r.status is None else r.status.value}:{r.cutoff_us}" for r in rules
+            f"{'' if r.status is None else r.status.value}:{_bound(r.cutoff_us)}" for r in rules
         )
 
     # ------------------------------------------------------------------ reads
