@@ -22,7 +22,7 @@ from store_helpers import attempt, create
 from sidecar.core.clock import ManualClock, to_micros
 from sidecar.core.config import CapacityPolicy
 from sidecar.core.errors import InvalidTransitionError
-from sidecar.core.models import GenerationRequest, ScenePrompt
+from sidecar.core.models import GenerationRequest, GenerationSession, ScenePrompt
 from sidecar.core.rules import EVICTION_ORDER, ExpiryRule
 from sidecar.store import Change
 from sidecar.store.errors import StoreUnavailableError, UnreadableSessionError
@@ -395,3 +395,55 @@ def _killed(client: redis.Redis) -> bool | None:
     except redis.ResponseError as exc:
         return True if "NOTBUSY" in str(exc) else None  # nothing runs (any more)
     return True
+
+
+# ---------------------------------------------------------------- a hash deleted by hand
+
+
+def _create_later(
+    store: RedisSessionStore, clock: ManualClock, request_data: GenerationRequest
+) -> GenerationSession:
+    """A create a second after the last: index order is creation order."""
+    clock.advance(1)
+    return create(store, clock, request_data)
+
+
+def _delete_hash(store: RedisSessionStore, session_id: str) -> None:
+    """What an operator's `redis-cli DEL '{prefix}:s:<id>'` does: the indexes keep the id."""
+    (key,) = store.client.keys(f"*:s:{session_id}")
+    store.client.delete(key)
+
+
+def test_a_create_at_capacity_passes_an_index_entry_whose_hash_was_deleted(
+    store: RedisSessionStore, clock: ManualClock, request_data: GenerationRequest
+) -> None:
+    gone, kept = (_create_later(store, clock, request_data) for _ in range(2))
+    _delete_hash(store, gone.session_id)
+    clock.advance(1)
+
+    # before: the eviction loop picked the dangling entry forever and held the server (BUSY)
+    outcome = attempt(store, clock.now(), request_data, capacity=2)
+
+    assert outcome.session is not None
+    assert outcome.evicted == []  # the dangling entry made the room, and reports nothing
+    assert {s.session_id for s in store.page(None, None, 10)} == {
+        kept.session_id,
+        outcome.session.session_id,
+    }
+    assert len(store) == 2
+
+
+def test_batches_pass_an_index_entry_whose_hash_was_deleted(
+    store: RedisSessionStore, clock: ManualClock, request_data: GenerationRequest
+) -> None:
+    first, *rest = (_create_later(store, clock, request_data) for _ in range(3))
+    _delete_hash(store, first.session_id)
+
+    removed = [store.purge(None, None, batch=1) for _ in range(3)]
+
+    assert [[s.session_id for s in batch] for batch in removed] == [
+        [],  # the dangling entry: dropped, nothing to report
+        [rest[0].session_id],
+        [rest[1].session_id],
+    ]
+    assert len(store) == 0

@@ -97,7 +97,14 @@ local function drop_created_before(status, cutoff, limit, out)
   local members = redis.call('ZRANGEBYLEX', key, '-', upper, 'LIMIT', 0, limit)
   for _, m in ipairs(members) do
     local id = id_of(m)
-    out[#out + 1] = {id, drop(id)}
+    local fields = drop(id)
+    if not fields then
+      -- An index entry whose hash is gone (deleted by hand): drop the entry, or it would come
+      -- first in every later batch.
+      redis.call('ZREM', key, m)
+      redis.call('ZREM', CREATED, m)
+    end
+    out[#out + 1] = {id, fields}
   end
   return #members
 end

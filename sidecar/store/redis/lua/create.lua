@@ -50,12 +50,12 @@ while redis.call('ZCARD', CREATED) >= capacity do
   if policy == 'reject' then
     return {'rejected', expired, evicted, '', {}}
   end
-  local victim = false
+  local victim, victim_index = false, false
   for group in string.gmatch(order, '[^;]+') do
     for _, status in ipairs(split_csv(group)) do
       local first = redis.call('ZRANGE', P .. ':c:' .. status, 0, 0)[1]
       if first and (not victim or first < victim) then
-        victim = first
+        victim, victim_index = first, P .. ':c:' .. status
       end
     end
     if victim then
@@ -66,7 +66,15 @@ while redis.call('ZCARD', CREATED) >= capacity do
     return redis.error_reply('eviction order names no status that holds a session')
   end
   local vid = id_of(victim)
-  evicted[#evicted + 1] = {vid, drop(vid)}
+  local fields = drop(vid)
+  if fields then
+    evicted[#evicted + 1] = {vid, fields}
+  else
+    -- An index entry whose hash is gone (deleted by hand): drop the entry, or this loop would
+    -- pick it again forever and hold the server (every client answered BUSY).
+    redis.call('ZREM', victim_index, victim)
+    redis.call('ZREM', CREATED, victim)
+  end
 end
 if redis.call('EXISTS', skey(id)) == 1 then
   return redis.error_reply('session id already stored: ' .. id)
