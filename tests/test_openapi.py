@@ -94,6 +94,17 @@ def test_admin_routes_document_403_and_the_admin_token() -> None:
             assert op["security"] == [{"adminToken": []}, {"apiToken": []}]
 
 
+def test_api_routes_take_the_api_or_the_admin_token() -> None:
+    api_routes = [
+        op
+        for (_, path), op in operations().items()
+        if path.startswith("/api/v1/") and not path.startswith("/api/v1/admin/")
+    ]
+    assert api_routes
+    for op in api_routes:
+        assert op["security"] == [{"apiToken": []}, {"adminToken": []}]
+
+
 def test_operational_routes_are_open() -> None:
     ops = operations()
 

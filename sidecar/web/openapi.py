@@ -42,7 +42,8 @@ _RETRY_AFTER = {
 }
 _SECURITY: dict[Scope, list[dict[str, list[str]]]] = {
     Scope.OPEN: [],
-    Scope.API: [{"apiToken": []}],
+    # The admin token is taken on every /api/v1 route too (sidecar.web.auth.TokenGuard).
+    Scope.API: [{"apiToken": []}, {"adminToken": []}],
     Scope.ADMIN: [{"adminToken": []}, {"apiToken": []}],
     Scope.METRICS: [{"metricsToken": []}],
 }
