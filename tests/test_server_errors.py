@@ -37,6 +37,11 @@ CASES = {
         b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
     ),
     "request line": b"NOT-A-REQUEST-LINE\r\n\r\n",
+    "method in lower case": b"get /livez HTTP/1.1\r\nHost: s\r\n\r\n",
+    "chunk size not hexadecimal": (
+        b"POST /api/v1/sessions HTTP/1.1\r\nHost: s\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"
+    ),
     "body over waitress's limit": (
         b"POST /api/v1/sessions HTTP/1.1\r\nHost: s\r\nContent-Length: %d\r\n\r\n" % (17 << 20)
     ),
