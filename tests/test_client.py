@@ -251,6 +251,46 @@ def test_tokens_missing_wrong_or_without_the_admin_scope(sidecars: SidecarSpawne
         assert admin.get_config().max_sessions > 0
 
 
+@pytest.mark.parametrize(
+    "token", [API_TOKEN + "\n", API_TOKEN + "\u20ac", API_TOKEN.replace("-", " ")]
+)
+def test_a_token_that_is_not_visible_ascii_is_refused_without_repeating_it(token: str) -> None:
+    # A token read from a file keeps its newline; httpx would send it on to h11, which refuses
+    # it with the whole header in its message.
+    for make in (SidecarClient, AsyncSidecarClient):
+        with pytest.raises(ValueError, match="visible ASCII") as caught:
+            make("http://127.0.0.1:8000", token)
+        assert "secret" not in str(caught.value)
+
+
+def test_a_header_that_is_not_valid_http_is_neither_retried_nor_repeated(
+    server: SidecarProcess, client: SidecarClient
+) -> None:
+    key = '"k"\r\nX-Injected: 1'  # h11 refuses it before a byte is sent
+    sleeps: list[float] = []
+    with (
+        SidecarClient(server.url, sleep=sleeps.append) as c,
+        pytest.raises(TransportError) as caught,
+    ):
+        c.create_session(REQUEST, idempotency_key=key)
+
+    async def no_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    async def create() -> None:
+        async with AsyncSidecarClient(server.url, sleep=no_sleep) as c:
+            await c.create_session(REQUEST, idempotency_key=key)
+
+    with pytest.raises(TransportError) as caught_async:
+        asyncio.run(create())
+    assert sleeps == []  # a keyed create is retried on no answer, but this one was never sent
+    for error in (caught.value, caught_async.value):
+        assert "X-Injected" not in str(error)
+        assert "not sent" in str(error)
+        assert error.__cause__ is None  # the chained cause would quote the header
+    assert client.stats().total_sessions == 0
+
+
 def test_no_server_is_a_transport_error_after_the_retries(sidecars: SidecarSpawner) -> None:
     server = sidecars()
     server.stop()  # nothing listens on its port now

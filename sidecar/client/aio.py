@@ -105,6 +105,10 @@ class AsyncSidecarClient:
                 )
             except httpx.UnsupportedProtocol:
                 raise
+            except httpx.LocalProtocolError as exc:
+                # Not sent: a header is not valid HTTP, and a repeat cannot cure that. Its text
+                # quotes the header, so it is not chained either.
+                raise TransportError(call.method, call.path, exc) from None
             except httpx.TransportError as exc:
                 cause = exc
                 error: SidecarClientError = TransportError(call.method, call.path, exc)

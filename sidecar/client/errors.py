@@ -7,7 +7,8 @@ Each of those is a client-side subclass that also carries the problem's fields (
 
 SessionManagerError                              (sidecar.core.errors)
 └── SidecarClientError                           everything the client raises
-    ├── TransportError                           no answer: connect, read, write, timeout
+    ├── TransportError                           no answer: connect, read, write, timeout;
+    │                                              or not sent: a header not valid HTTP
     ├── UnexpectedAnswerError                    a success answer not of the route's shape
     ├── NotRemotableError  (NotImplementedError) a seed call that needs the manager in-process
     └── ProblemError                             an error answer: .status .type .title .detail
@@ -71,10 +72,16 @@ class SidecarClientError(SessionManagerError):
 
 
 class TransportError(SidecarClientError):
-    """The request got no answer (refused, reset, closed early, timed out)."""
+    """The request got no answer (refused, reset, closed early, timed out), or could not be
+    sent at all (httpx.LocalProtocolError: a header that is not valid HTTP; never retried)."""
 
     def __init__(self, method: str, url: str, cause: Exception) -> None:
-        super().__init__(f"{method} {url}: no answer ({type(cause).__name__}: {cause})")
+        if isinstance(cause, httpx.LocalProtocolError):
+            # h11 quotes the offending header, which may be the bearer token: never repeat it.
+            why = "not sent, a header is not valid HTTP (LocalProtocolError; value not shown)"
+        else:
+            why = f"no answer ({type(cause).__name__}: {cause})"
+        super().__init__(f"{method} {url}: {why}")
         self.method = method
         self.url = url
         self.cause = cause

@@ -45,8 +45,19 @@ _calls = CallBuilder
 
 
 def client_headers(token: str | None) -> dict[str, str]:
-    """Headers every request carries: the bearer token, if any."""
-    return {"Authorization": f"Bearer {token}"} if token else {}
+    """Headers every request carries: the bearer token, if any.
+
+    A ValueError if the token is not visible ASCII without spaces, the rule the server holds
+    its own tokens to (sidecar.settings); the message never repeats the token, a secret.
+    """
+    if not token:
+        return {}
+    if not all("!" <= ch <= "~" for ch in token):
+        raise ValueError(
+            "the token must be visible ASCII characters without spaces"
+            " (read from a file with its trailing newline?); the token is not shown"
+        )
+    return {"Authorization": f"Bearer {token}"}
 
 
 class SidecarClient:
@@ -109,6 +120,10 @@ class SidecarClient:
                 )
             except httpx.UnsupportedProtocol:
                 raise
+            except httpx.LocalProtocolError as exc:
+                # Not sent: a header is not valid HTTP, and a repeat cannot cure that. Its text
+                # quotes the header, so it is not chained either.
+                raise TransportError(call.method, call.path, exc) from None
             except httpx.TransportError as exc:
                 cause = exc
                 error: SidecarClientError = TransportError(call.method, call.path, exc)
