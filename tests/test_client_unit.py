@@ -1,7 +1,8 @@
 """The client's decisions without a server: backoff, when to retry, Idempotency-Key reuse.
 
-Only the Idempotency-Key test needs answers no real sidecar gives on demand (a 503 to the first
-create and a 201 to its retry, while recording the headers of each): it uses httpx.MockTransport.
+Only the tests that need answers no real sidecar gives on demand use httpx.MockTransport: a 503
+to the first create and a 201 to its retry, recording the headers of each (Idempotency-Key),
+and the answers of something else in front of the sidecar (a proxy's JSON error page).
 Everything else about the client runs against a real server in tests/test_client*.py.
 """
 
@@ -134,6 +135,37 @@ def test_a_non_problem_error_page_is_a_problem_error_with_its_status() -> None:
     assert type(error) is ProblemError
     assert (error.status, error.type) == (502, "about:blank")
     assert "Bad gateway" in error.detail
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"status": "error", "message": "bad gateway"},  # a proxy's JSON, not a problem
+        {"status": None},
+        {"status": "404"},  # a string, and not even the answer's
+        {"status": True},
+        {"type": "urn:sidecar:problem:busy", "title": "Busy", "status": 200, "detail": "d"},
+    ],
+)
+def test_the_status_is_the_answers_whatever_the_body_says(body: dict[str, object]) -> None:
+    error = error_from_response(httpx.Response(502, json=body))
+    assert type(error) is ProblemError
+    assert error.status == 502
+    assert str(error).startswith("502 ")
+    problem = isinstance(body["status"], int) and not isinstance(body["status"], bool)
+    assert error.type == (body["type"] if problem else "about:blank")
+
+
+def test_a_503_whose_body_is_not_a_problem_document_is_retried() -> None:
+    answers = [
+        httpx.Response(503, json={"status": "DOWN"}, headers={"Retry-After": "1"}),
+        httpx.Response(200, json={"status": "alive"}),
+    ]
+    sleeps: list[float] = []
+    transport = httpx.MockTransport(lambda request: answers.pop(0))
+    with SidecarClient("http://sidecar.test", transport=transport, sleep=sleeps.append) as c:
+        assert c.livez().status == "alive"
+    assert (sleeps, answers) == ([1.0], [])
 
 
 def test_a_capacity_problem_carries_the_capacity_and_retry_after() -> None:

@@ -108,7 +108,11 @@ class NotRemotableError(SidecarClientError, NotImplementedError):
 
 
 class ProblemError(SidecarClientError):
-    """An RFC 9457 problem the server answered; `problem` holds every member it sent."""
+    """An RFC 9457 problem the server answered; `problem` holds every member it sent.
+
+    `status` is always the answer's HTTP status: a body counts as a problem document only if
+    its `status` member is an integer, and that member is advisory (RFC 9457).
+    """
 
     def __init__(self, problem: dict[str, Any], message: str | None = None) -> None:
         self.problem = problem
@@ -207,8 +211,10 @@ def _problem_of(response: httpx.Response) -> dict[str, Any]:
         body = json.loads(response.content)
     except ValueError:
         body = None
-    if isinstance(body, dict) and "status" in body:
-        return body
+    status = body.get("status") if isinstance(body, dict) else None
+    if isinstance(status, int) and not isinstance(status, bool):
+        # RFC 9457: the member is advisory, the answer's own status is the one that counts.
+        return body if status == response.status_code else {**body, "status": response.status_code}
     # Not a problem document (a proxy's error page, say): keep the status and some text.
     return {
         "type": "about:blank",
