@@ -22,6 +22,7 @@ from sidecar.client import (
     SidecarClient,
     TransportError,
     UnavailableError,
+    UnexpectedAnswerError,
 )
 from sidecar.client.errors import error_from_response, retry_after_seconds
 from sidecar.client.retry import Attempts, may_retry
@@ -166,6 +167,34 @@ def test_a_503_whose_body_is_not_a_problem_document_is_retried() -> None:
     with SidecarClient("http://sidecar.test", transport=transport, sleep=sleeps.append) as c:
         assert c.livez().status == "alive"
     assert (sleeps, answers) == ([1.0], [])
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        *[(route, body) for route in ("get_session", "openapi") for body in (b"[]", b"1", b"null")],
+        ("list_sessions", b"[]"),
+        ("list_sessions", b'{"items": [1], "next_cursor": null}'),  # an item not an object
+    ],
+)
+def test_a_success_answer_that_is_not_a_json_object_is_an_unexpected_answer(
+    route: str, body: bytes
+) -> None:
+    args = ("some-id",) if route == "get_session" else ()
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body))
+    with (
+        SidecarClient("http://sidecar.test", transport=transport) as c,
+        pytest.raises(UnexpectedAnswerError) as caught,
+    ):
+        getattr(c, route)(*args)
+    assert caught.value.status == 200
+
+    async def run() -> None:
+        async with AsyncSidecarClient("http://sidecar.test", transport=transport) as c:
+            await getattr(c, route)(*args)
+
+    with pytest.raises(UnexpectedAnswerError):
+        asyncio.run(run())
 
 
 def test_a_capacity_problem_carries_the_capacity_and_retry_after() -> None:

@@ -84,21 +84,31 @@ def _session_call(
     )
 
 
-def _drop_percentage(item: dict[str, Any]) -> dict[str, Any]:
-    # ProgressUpdate computes its percentage and forbids it as an input field.
-    progress = item.get("progress")
+def _object(response: httpx.Response) -> dict[str, Any]:
+    """The answer's JSON object; a ValueError (UnexpectedAnswerError) for anything else."""
+    value = from_json(response.content)
+    if not isinstance(value, dict):
+        raise ValueError(f"a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def _drop_percentage(item: Any) -> Any:
+    # ProgressUpdate computes its percentage and forbids it as an input field. Anything but an
+    # object is left for the model's validation to refuse.
+    progress = item.get("progress") if isinstance(item, dict) else None
     if isinstance(progress, dict):
         progress.pop("percentage", None)
     return item
 
 
 def _read_session(response: httpx.Response) -> GenerationSession:
-    return SESSION.validate_python(_drop_percentage(from_json(response.content)))
+    return SESSION.validate_python(_drop_percentage(_object(response)))
 
 
 def _read_page(response: httpx.Response) -> SessionPage:
-    page = from_json(response.content)
-    for item in page.get("items", ()):
+    page = _object(response)
+    items = page.get("items")
+    for item in items if isinstance(items, list) else ():
         _drop_percentage(item)
     return SessionPage.model_validate(page)
 
@@ -289,7 +299,7 @@ class CallBuilder:
 
     @staticmethod
     def openapi() -> Call[dict[str, Any]]:
-        return Call("GET", "/openapi.json", lambda r: dict(r.json()))
+        return Call("GET", "/openapi.json", _object)
 
     @staticmethod
     def metrics() -> Call[str]:
