@@ -4,13 +4,20 @@ client's stuck listing (issue 13 item 7)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import httpx
 import pytest
 from conftest import SidecarSpawner, poll
 
-from sidecar.client import ProblemError, SidecarClient
+from sidecar.client import (
+    AsyncSidecarClient,
+    RemoteIdempotencyKeyReusedError,
+    RemoteIdempotencyKeySpentError,
+    SidecarClient,
+)
+from sidecar.core.errors import IdempotencyKeyReusedError, IdempotencyKeySpentError
 from sidecar.core.models import GenerationRequest
 
 pytestmark = pytest.mark.process
@@ -51,14 +58,25 @@ def test_the_client_raises_the_problem_of_a_reused_or_spent_key(
         first = client.create_session(REQUEST, idempotency_key='"mine"')
         assert client.create_session(REQUEST, idempotency_key='"mine"') == first
         other = GenerationRequest(story_text="Another story.")
-        with pytest.raises(ProblemError) as reused:
+        with pytest.raises(IdempotencyKeyReusedError) as reused:  # the core's exception
             client.create_session(other, idempotency_key='"mine"')
+        assert isinstance(reused.value, RemoteIdempotencyKeyReusedError)
         assert (reused.value.status, reused.value.slug) == (422, "idempotency-key-reused")
+        assert reused.value.key == '"mine"'
         client.delete_session(first.session_id)
-        with pytest.raises(ProblemError) as spent:
+        with pytest.raises(IdempotencyKeySpentError) as spent:
             client.create_session(REQUEST, idempotency_key='"mine"')
+        assert isinstance(spent.value, RemoteIdempotencyKeySpentError)
         assert (spent.value.status, spent.value.slug) == (409, "idempotency-key-spent")
-        assert spent.value.problem["session_id"] == first.session_id
+        assert (spent.value.session_id, spent.value.key) == (first.session_id, '"mine"')
+
+    async def create_again() -> None:
+        async with AsyncSidecarClient(server.url) as c:
+            await c.create_session(REQUEST, idempotency_key='"mine"')
+
+    with pytest.raises(RemoteIdempotencyKeySpentError) as spent_async:
+        asyncio.run(create_again())
+    assert spent_async.value.session_id == first.session_id
 
 
 def test_the_client_lists_stuck_sessions(spawn_sidecar: SidecarSpawner) -> None:

@@ -18,6 +18,9 @@ SessionManagerError                              (sidecar.core.errors)
         ├── RemoteCapacityError                  429   also SessionCapacityError
         │                                              .max_sessions .retry_after
         ├── RemoteValidationError                422   also SessionValidationError .errors
+        ├── RemoteIdempotencyKeyReusedError      422   also IdempotencyKeyReusedError .key
+        ├── RemoteIdempotencyKeySpentError       409   also IdempotencyKeySpentError .key
+        │                                              .session_id (the key's, removed)
         ├── AuthError                            401, 403
         │   ├── UnauthorizedError                401   no token, or not a valid one
         │   └── ForbiddenError                   403   the API token on an admin route
@@ -38,6 +41,8 @@ from typing import Any
 import httpx
 
 from sidecar.core.errors import (
+    IdempotencyKeyReusedError,
+    IdempotencyKeySpentError,
     InvalidTransitionError,
     SessionCapacityError,
     SessionManagerError,
@@ -51,6 +56,8 @@ __all__ = [
     "NotRemotableError",
     "ProblemError",
     "RemoteCapacityError",
+    "RemoteIdempotencyKeyReusedError",
+    "RemoteIdempotencyKeySpentError",
     "RemoteInvalidTransitionError",
     "RemoteSessionNotFoundError",
     "RemoteValidationError",
@@ -169,6 +176,31 @@ class RemoteValidationError(ProblemError, SessionValidationError):
         self.errors: list[dict[str, Any]] = errors if isinstance(errors, list) else []
 
 
+class RemoteIdempotencyKeyReusedError(ProblemError, IdempotencyKeyReusedError):
+    """422 idempotency-key-reused: the key came first with another request; nothing created.
+
+    `key` is the Idempotency-Key header as sent; `session_id` is empty (the server does not say
+    which session the key made).
+    """
+
+    def __init__(self, problem: dict[str, Any], key: str) -> None:
+        ProblemError.__init__(self, problem)
+        self.key = key
+        self.session_id = ""
+
+
+class RemoteIdempotencyKeySpentError(ProblemError, IdempotencyKeySpentError):
+    """409 idempotency-key-spent: the key's session has been removed; nothing created.
+
+    `key` is the Idempotency-Key header as sent; `session_id` the removed session's.
+    """
+
+    def __init__(self, problem: dict[str, Any], key: str) -> None:
+        ProblemError.__init__(self, problem)
+        self.key = key
+        self.session_id = str(problem.get("session_id", ""))
+
+
 class AuthError(ProblemError):
     """401 or 403: the token is missing, wrong, or lacks the scope."""
 
@@ -224,8 +256,11 @@ def _problem_of(response: httpx.Response) -> dict[str, Any]:
     }
 
 
-def error_from_response(response: httpx.Response, session_id: str | None = None) -> ProblemError:
-    """The exception for an error answer; `session_id` names the session the call was about."""
+def error_from_response(
+    response: httpx.Response, session_id: str | None = None, idempotency_key: str | None = None
+) -> ProblemError:
+    """The exception for an error answer; `session_id` names the session the call was about,
+    `idempotency_key` the Idempotency-Key it sent."""
     problem = _problem_of(response)
     slug = str(problem.get("type", "")).removeprefix(_TYPE_PREFIX)
     status = response.status_code
@@ -235,6 +270,10 @@ def error_from_response(response: httpx.Response, session_id: str | None = None)
         return RemoteInvalidTransitionError(problem, session_id or "")
     if slug == "validation-error":
         return RemoteValidationError(problem)
+    if slug == "idempotency-key-reused":
+        return RemoteIdempotencyKeyReusedError(problem, idempotency_key or "")
+    if slug == "idempotency-key-spent":
+        return RemoteIdempotencyKeySpentError(problem, idempotency_key or "")
     if status == 429:
         return RemoteCapacityError(problem, retry_after_seconds(response))
     if status == 503:

@@ -135,7 +135,7 @@ class SidecarClient:
                         raise UnexpectedAnswerError(
                             call.method, call.path, response.status_code, exc
                         ) from exc
-                error = error_from_response(response, call.session_id)
+                error = error_from_response(response, call.session_id, call.idempotency_key)
             wait = attempts.wait_after(error)
             if wait is None:
                 raise error from cause
