@@ -25,12 +25,13 @@ from drain_hold import big_session, unread_answer
 from sidecar.client import (
     NO_RETRY,
     AsyncSidecarClient,
+    RemoteSessionManager,
     RetryPolicy,
     SidecarClient,
     TransportError,
     UnavailableError,
 )
-from sidecar.core.models import GenerationRequest
+from sidecar.core.models import GenerationRequest, ScenePrompt
 
 pytestmark = pytest.mark.process
 
@@ -203,6 +204,26 @@ def test_a_create_whose_first_try_reached_the_server_makes_one_session(
         assert len(waits) == 1
         assert [s.session_id for s in c.iter_sessions()] == [session.session_id]
         assert c.stats().total_sessions == 1
+
+
+def test_a_put_scene_retried_after_its_answer_was_lost_says_not_added(
+    sidecars: SidecarSpawner,
+) -> None:
+    # The retry policy stands (a PUT is safe to repeat); its docstrings say what it costs.
+    server = sidecars()
+    with SidecarClient(server.url) as plain:
+        sid = plain.create_session(REQUEST).session_id
+    transport = AnswerDroppingTransport()
+    waits: list[float] = []
+    with SidecarClient(server.url, transport=transport, sleep=waits.append) as c:
+        session, added = c.put_scene(sid, ScenePrompt(scene_number=1, prompt="the lantern"))
+    assert transport.outcomes == ["201 dropped", "200"]  # the first try added it
+    assert len(waits) == 1
+    assert [s.scene_number for s in session.scenes] == [1]
+    assert added is False
+    for method in (SidecarClient.put_scene, AsyncSidecarClient.put_scene):
+        assert "after a retried call, `added` can be False" in (method.__doc__ or "")
+    assert "retried" in (RemoteSessionManager.add_scene_to_session.__doc__ or "")
 
 
 def test_a_post_without_a_key_is_not_retried_after_a_dropped_connection(

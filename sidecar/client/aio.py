@@ -204,7 +204,11 @@ class AsyncSidecarClient:
     async def put_scene(
         self, session_id: str, scene: Scene | Mapping[str, Any]
     ) -> tuple[GenerationSession, bool]:
-        """Add or replace the scene with its number; True if it was added."""
+        """Add or replace the scene with its number; True if it was added.
+
+        A PUT is retried when its answer is lost, and the retry finds the scene the first try
+        added: after a retried call, `added` can be False although this call added the scene.
+        """
         return await self.send(_calls.put_scene(session_id, scene))
 
     async def put_scenes(

@@ -106,7 +106,11 @@ class RemoteSessionManager:
         return self._found(lambda: self.client.put_progress(session_id, progress))
 
     def add_scene_to_session(self, session_id: str, scene: ScenePrompt | Mapping[str, Any]) -> bool:
-        """Add or replace the scene with its number; False if there is no such session."""
+        """Add or replace the scene with its number; False if there is no such session.
+
+        True whether the scene was added or replaced: the answer cannot tell reliably, since a
+        PUT retried after its answer was lost finds the scene its first try added.
+        """
         return self._found(lambda: self.client.put_scene(session_id, scene))
 
     def set_session_scenes(
