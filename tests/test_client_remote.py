@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from conftest import C, F, P, R, SidecarProcess, SidecarSpawner, poll, started
 
@@ -16,6 +17,8 @@ from sidecar.client import (
     NO_RETRY,
     NotRemotableError,
     RemoteSessionManager,
+    RemoteSessionNotFoundError,
+    SidecarClient,
 )
 from sidecar.core.config import ManagerConfig
 from sidecar.core.errors import InvalidTransitionError, SessionValidationError
@@ -42,16 +45,53 @@ def remote(server: SidecarProcess) -> Iterator[RemoteSessionManager]:
         yield manager
 
 
-def test_unknown_ids_answer_as_the_seed_did(remote: RemoteSessionManager) -> None:
+def seed_answers_to_an_unknown(remote: RemoteSessionManager, sid: str) -> None:
     scene = ScenePrompt(scene_number=1, prompt="p")
-    assert remote.get_session(MISSING) is None
-    assert remote.update_session_status(MISSING, R) is False
-    assert remote.update_session_progress(MISSING, 1, 2, "half") is False
-    assert remote.add_scene_to_session(MISSING, scene) is False
-    assert remote.set_session_scenes(MISSING, [scene]) is False
-    assert remote.atomic_session_update(MISSING, {"status": "processing"}) is False
-    assert remote.recover_corrupted_session(MISSING) is False
-    assert remote.remove_session(MISSING) is False
+    assert remote.get_session(sid) is None
+    assert remote.update_session_status(sid, R) is False
+    assert remote.update_session_progress(sid, 1, 2, "half") is False
+    assert remote.add_scene_to_session(sid, scene) is False
+    assert remote.set_session_scenes(sid, [scene]) is False
+    assert remote.atomic_session_update(sid, {"status": "processing"}) is False
+    assert remote.recover_corrupted_session(sid) is False
+    assert remote.remove_session(sid) is False
+
+
+# '.' and '..' would be path steps to httpx, '' the listing's path.
+@pytest.mark.parametrize("sid", [MISSING, ".", "..", "", "a.b", "%2E"])
+def test_unknown_ids_answer_as_the_seed_did(remote: RemoteSessionManager, sid: str) -> None:
+    remote.create_session(REQUEST)  # one session, so a listing would not look like a 404
+    seed_answers_to_an_unknown(remote, sid)
+    with SessionManager() as local:  # the in-process manager knows no such session either
+        assert local.get_session(sid) is None
+        assert local.remove_session(sid) is False
+    assert remote.get_session_count() == 1
+
+
+@pytest.mark.parametrize("sid", [".", ".."])
+def test_dot_ids_reach_the_server_as_ids(remote: RemoteSessionManager, sid: str) -> None:
+    with pytest.raises(RemoteSessionNotFoundError) as caught:
+        remote.client.put_status(sid, R)
+    assert (caught.value.status, caught.value.slug) == (404, "session-not-found")
+    assert caught.value.problem["detail"] == f"no session {sid}"  # the server's, naming it
+
+
+def test_the_empty_id_is_not_found_without_a_request() -> None:
+    def no_request(request: httpx.Request) -> httpx.Response:
+        pytest.fail(f"sent {request.method} {request.url}")
+
+    transport = httpx.MockTransport(no_request)
+    with RemoteSessionManager(
+        client=SidecarClient("http://sidecar.test", transport=transport)
+    ) as m:
+        seed_answers_to_an_unknown(m, "")
+        with pytest.raises(RemoteSessionNotFoundError) as caught:
+            m.client.get_session("")
+    assert (caught.value.status, caught.value.slug, caught.value.session_id) == (
+        404,
+        "session-not-found",
+        "",
+    )
 
 
 def test_changes_return_true_and_land(remote: RemoteSessionManager) -> None:

@@ -4,6 +4,10 @@ Both clients build their requests here and differ only in how they send them, so
 path, body and answer type are written once. Bodies are sent as given (plain JSON, not checked
 here): the server validates them, and its 422 becomes a SessionValidationError as it would in
 the in-process manager. Answers are read into the models the server serializes from.
+
+A session id is always sent as one path segment ('.' escaped, so '.' and '..' are ids, not
+steps up the path); the empty id, whose path would be the listing's, is the not-found error
+the server gives an unknown id, raised without a request.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import httpx
 from pydantic import TypeAdapter
 from pydantic_core import from_json, to_json
 
+from sidecar.client.errors import RemoteSessionNotFoundError, local_problem
 from sidecar.core.config import ManagerConfig
 from sidecar.core.models import (
     REQUEST,
@@ -71,12 +76,22 @@ def _json(value: Any) -> bytes:
     return to_json(value)
 
 
+def _session_path(session_id: str) -> str:
+    """The session's path; its id is always one segment, which the server reads as the id."""
+    if not session_id:
+        # The path would be the listing's: no session has the empty id, so nothing is sent.
+        problem = local_problem("session-not-found", 404, "Session not found", "no session ''")
+        raise RemoteSessionNotFoundError(problem, session_id)
+    # quote() keeps '.', and httpx removes '.' and '..' segments (RFC 3986): %2E survives.
+    return f"{API}/sessions/{quote(session_id, safe='').replace('.', '%2E')}"
+
+
 def _session_call(
     method: str, session_id: str, suffix: str = "", body: Any = None
 ) -> Call[GenerationSession]:
     return Call(
         method,
-        f"{API}/sessions/{quote(session_id, safe='')}{suffix}",
+        _session_path(session_id) + suffix,
         _read_session,
         None if body is None else _json(body),
         headers=JSON_HEADERS if body is not None else {},
@@ -200,8 +215,7 @@ class CallBuilder:
 
     @staticmethod
     def delete_session(session_id: str) -> Call[None]:
-        path = _session_call("DELETE", session_id).path
-        return Call("DELETE", path, lambda r: None, session_id=session_id)
+        return Call("DELETE", _session_path(session_id), lambda r: None, session_id=session_id)
 
     @staticmethod
     def patch_session(

@@ -67,6 +67,7 @@ __all__ = [
     "UnavailableError",
     "UnexpectedAnswerError",
     "error_from_response",
+    "local_problem",
     "retry_after_seconds",
 ]
 
@@ -219,6 +220,11 @@ class UnavailableError(ProblemError):
     def __init__(self, problem: dict[str, Any], retry_after: float | None) -> None:
         ProblemError.__init__(self, problem)
         self.retry_after = retry_after
+
+
+def local_problem(slug: str, status: int, title: str, detail: str) -> dict[str, Any]:
+    """The problem the server would answer, for a call the client refuses without sending."""
+    return {"type": _TYPE_PREFIX + slug, "title": title, "status": status, "detail": detail}
 
 
 def retry_after_seconds(response: httpx.Response, now: datetime | None = None) -> float | None:
