@@ -18,6 +18,7 @@ from sidecar.client import (
     NotRemotableError,
     RemoteSessionManager,
     RemoteSessionNotFoundError,
+    RemoteValidationError,
     SidecarClient,
 )
 from sidecar.core.config import ManagerConfig
@@ -120,6 +121,38 @@ def test_refused_changes_raise_the_cores_exceptions(remote: RemoteSessionManager
         remote.update_session_status(sid, C)
     with pytest.raises(SessionValidationError):
         remote.update_session_progress(sid, 3, 2)
+
+
+@pytest.mark.parametrize(
+    "scene",
+    [
+        {"prompt": "p"},
+        {"scene_number": None, "prompt": "p"},
+        {"scene_number": "1", "prompt": "p"},
+        {"scene_number": 1.0, "prompt": "p"},
+        {"scene_number": True, "prompt": "p"},
+        {"scene_number": "1/../../other/scenes/1", "prompt": "p"},  # a path, if it were sent
+    ],
+)
+def test_a_scene_without_an_integer_number_is_the_cores_validation_error(
+    remote: RemoteSessionManager, scene: dict[str, Any]
+) -> None:
+    sid = remote.create_session(REQUEST)
+    with SessionManager() as local:
+        local_sid = local.create_session(REQUEST).session_id
+        with pytest.raises(SessionValidationError) as in_process:
+            local.add_scene_to_session(local_sid, scene)
+    for session_id in (sid, MISSING):  # the scene is checked before the session is looked up
+        with pytest.raises(SessionValidationError) as caught:
+            remote.add_scene_to_session(session_id, scene)
+        assert isinstance(caught.value, RemoteValidationError)
+        assert caught.value.status == 422
+        assert [(e["loc"], e["msg"]) for e in caught.value.errors] == [
+            (["body", "scene_number"], e["msg"]) for e in in_process.value.errors
+        ]
+    session = remote.get_session(sid)
+    assert session is not None
+    assert len(session.scenes) == 0  # nothing reached the session
 
 
 def test_listings_walk_every_page(remote: RemoteSessionManager) -> None:

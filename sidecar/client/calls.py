@@ -3,7 +3,9 @@
 Both clients build their requests here and differ only in how they send them, so a route's
 path, body and answer type are written once. Bodies are sent as given (plain JSON, not checked
 here): the server validates them, and its 422 becomes a SessionValidationError as it would in
-the in-process manager. Answers are read into the models the server serializes from.
+the in-process manager. The one exception is a scene's number, which also goes into the path:
+unless it is an int, the same 422 is raised here, without a request. Answers are read into
+the models the server serializes from.
 
 A session id is always sent as one path segment ('.' escaped, so '.' and '..' are ids, not
 steps up the path); the empty id, whose path would be the listing's, is the not-found error
@@ -22,7 +24,11 @@ import httpx
 from pydantic import TypeAdapter
 from pydantic_core import from_json, to_json
 
-from sidecar.client.errors import RemoteSessionNotFoundError, local_problem
+from sidecar.client.errors import (
+    RemoteSessionNotFoundError,
+    RemoteValidationError,
+    local_problem,
+)
 from sidecar.core.config import ManagerConfig
 from sidecar.core.models import (
     REQUEST,
@@ -157,6 +163,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _scene_number(body: Any) -> int:
+    """The scene's number, which goes into the path: a RemoteValidationError unless an int."""
+    number = body.get("scene_number") if isinstance(body, dict) else None
+    if isinstance(number, int) and not isinstance(number, bool):
+        return number
+    if isinstance(body, dict) and "scene_number" in body:
+        msg, kind = "Input should be a valid integer", "int_type"  # as the server words it
+    else:
+        msg, kind = "Field required", "missing"
+    issue = {"loc": ["body", "scene_number"], "msg": msg, "type": kind}
+    detail = f"body.scene_number: {msg}"
+    raise RemoteValidationError(
+        local_problem("validation-error", 422, "Validation failed", detail, errors=[issue])
+    )
+
+
 def new_idempotency_key() -> str:
     """A fresh key, as the Idempotency-Key draft's sf-string: a quoted random UUID."""
     return f'"{uuid.uuid4()}"'
@@ -244,7 +266,7 @@ class CallBuilder:
         session_id: str, scene: ScenePrompt | Mapping[str, Any]
     ) -> Call[tuple[GenerationSession, bool]]:
         body = _scene_body(scene)
-        number = body.get("scene_number") if isinstance(body, dict) else None
+        number = _scene_number(body)
         call = _session_call("PUT", session_id, f"/scenes/{number}", body)
 
         def read(response: httpx.Response) -> tuple[GenerationSession, bool]:

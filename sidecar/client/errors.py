@@ -222,9 +222,15 @@ class UnavailableError(ProblemError):
         self.retry_after = retry_after
 
 
-def local_problem(slug: str, status: int, title: str, detail: str) -> dict[str, Any]:
+def local_problem(slug: str, status: int, title: str, detail: str, **extra: Any) -> dict[str, Any]:
     """The problem the server would answer, for a call the client refuses without sending."""
-    return {"type": _TYPE_PREFIX + slug, "title": title, "status": status, "detail": detail}
+    return {
+        "type": _TYPE_PREFIX + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
 
 
 def retry_after_seconds(response: httpx.Response, now: datetime | None = None) -> float | None:
