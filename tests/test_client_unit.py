@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from sidecar.client import (
     AsyncSidecarClient,
     ProblemError,
     RemoteCapacityError,
+    RemoteSessionManager,
     RetryPolicy,
     SidecarClient,
     TransportError,
@@ -207,6 +209,36 @@ def test_a_capacity_problem_carries_the_capacity_and_retry_after() -> None:
     error = error_from_response(httpx.Response(429, json=body, headers={"Retry-After": "5"}))
     assert isinstance(error, RemoteCapacityError)
     assert (error.max_sessions, error.retry_after) == (7, 5.0)
+
+
+# ---------------------------------------------------------------------- the base URL
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "127.0.0.1:8000",  # no scheme
+        "",
+        "ftp://user:hunter2@127.0.0.1:8000",
+        "http://[::1",  # httpx.InvalidURL
+        "http://\n127.0.0.1:8000",
+        "http://",  # no host
+    ],
+)
+def test_a_base_url_that_is_not_an_http_url_is_a_value_error_at_once(base_url: str) -> None:
+    makers: list[Callable[..., object]] = [SidecarClient, AsyncSidecarClient, RemoteSessionManager]
+    for make in makers:
+        with pytest.raises(ValueError, match="base_url") as caught:
+            make(base_url)
+        message = str(caught.value)
+        assert "\n" not in message
+        assert "hunter2" not in message
+
+
+def test_an_http_or_https_base_url_is_taken_as_before() -> None:
+    for url in ("http://127.0.0.1:8000", "HTTPS://sidecar.test/prefix", "http://[::1]:8000"):
+        SidecarClient(url).close()
+        asyncio.run(AsyncSidecarClient(url).aclose())
 
 
 # ---------------------------------------------------------------------- Idempotency-Key

@@ -18,7 +18,7 @@ from sidecar.client.errors import (
     error_from_response,
 )
 from sidecar.client.retry import Attempts, RetryPolicy, may_retry
-from sidecar.client.sync import DEFAULT_URL, client_headers
+from sidecar.client.sync import DEFAULT_URL, check_base_url, client_headers
 from sidecar.core.config import ManagerConfig
 from sidecar.core.models import (
     GenerationRequest,
@@ -50,7 +50,8 @@ class AsyncSidecarClient:
 
     `retry` decides which failures are tried again (see sidecar.client.retry); `sleep`,
     `clock` and `draw` (the jitter's random numbers) are injectable so tests never wait.
-    `transport` replaces httpx's (for example an httpx.MockTransport).
+    `transport` replaces httpx's (for example an httpx.MockTransport). A `base_url` that is not
+    an http(s) URL with a host, or a token that is not visible ASCII, is a ValueError.
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class AsyncSidecarClient:
         clock: Callable[[], float] = time.monotonic,
         draw: Callable[[], float] = random.random,
     ) -> None:
+        check_base_url(base_url)
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers=client_headers(token),

@@ -37,7 +37,7 @@ from sidecar.web.schemas import (
     SessionSummary,
 )
 
-__all__ = ["DEFAULT_URL", "SidecarClient", "client_headers"]
+__all__ = ["DEFAULT_URL", "SidecarClient", "check_base_url", "client_headers"]
 
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -60,12 +60,29 @@ def client_headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def check_base_url(base_url: str | httpx.URL) -> None:
+    """A ValueError, a programming error, unless `base_url` is an http(s) URL with a host.
+
+    httpx would only refuse it at the first request, with exceptions outside the client's
+    tree. The message is one line and does not quote the URL, which may hold a password.
+    """
+    try:
+        url = httpx.URL(base_url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ValueError(f"base_url is not a valid URL: {' '.join(str(exc).split())}") from None
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise ValueError(
+            f"base_url must be an http:// or https:// URL with a host, like {DEFAULT_URL}"
+        )
+
+
 class SidecarClient:
     """A synchronous client of one sidecar; use it as a context manager to close its pool.
 
     `retry` decides which failures are tried again (see sidecar.client.retry); `sleep`,
     `clock` and `draw` (the jitter's random numbers) are injectable so tests never wait.
-    `transport` replaces httpx's (for example an httpx.MockTransport).
+    `transport` replaces httpx's (for example an httpx.MockTransport). A `base_url` that is not
+    an http(s) URL with a host, or a token that is not visible ASCII, is a ValueError.
     """
 
     def __init__(
@@ -81,6 +98,7 @@ class SidecarClient:
         clock: Callable[[], float] = time.monotonic,
         draw: Callable[[], float] = random.random,
     ) -> None:
+        check_base_url(base_url)
         self._http = httpx.Client(
             base_url=base_url,
             headers=client_headers(token),
