@@ -30,6 +30,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sidecar.core.config import MANAGER_SETTINGS, ManagerConfig
 from sidecar.store.url import check_prefix, check_url, redact
+from sidecar.tokens import TOKEN_CHARACTERS, sendable_token
 
 __all__ = [
     "ENV_PREFIX",
@@ -56,9 +57,8 @@ def _lower(value: Any) -> Any:
 
 
 def _visible_ascii(token: SecretStr) -> SecretStr:
-    # A token travels in an Authorization header: no spaces, no control or non-ASCII bytes.
-    if not all("!" <= ch <= "~" for ch in token.get_secret_value()):
-        raise ValueError("must be visible ASCII characters without spaces")
+    if not sendable_token(token.get_secret_value()):
+        raise ValueError(f"must be {TOKEN_CHARACTERS}")
     return token
 
 

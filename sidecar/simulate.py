@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sidecar.tokens import TOKEN_CHARACTERS, sendable_token
+
 __all__ = ["SimulationConfig", "SimulationReport", "Simulator", "SimulatorError"]
 
 STORIES = (
@@ -59,9 +61,9 @@ class SimulationConfig:
             raise ValueError(f"--url must be {example}, not {self.url!r} ({exc})") from None
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ValueError(f"--url must be {example}, not {self.url!r}")
-        if self.token and not all("!" <= ch <= "~" for ch in self.token):
+        if self.token and not sendable_token(self.token):
             # The token is not repeated: it goes into a header, and into no message.
-            raise ValueError("the API token must be visible ASCII characters without spaces")
+            raise ValueError(f"the API token must be {TOKEN_CHARACTERS}")
         if not 0 < self.rate <= 10_000:
             raise ValueError(f"--rate must be above 0 and at most 10000, not {self.rate}")
         for name, ratio in (

@@ -25,6 +25,7 @@ from sidecar.core.models import (
     ProgressUpdate,
 )
 from sidecar.core.models import ScenePrompt as Scene
+from sidecar.tokens import TOKEN_CHARACTERS, sendable_token
 from sidecar.web.schemas import (
     BulkStatusResult,
     CleanupResult,
@@ -52,9 +53,9 @@ def client_headers(token: str | None) -> dict[str, str]:
     """
     if not token:
         return {}
-    if not all("!" <= ch <= "~" for ch in token):
+    if not sendable_token(token):
         raise ValueError(
-            "the token must be visible ASCII characters without spaces"
+            f"the token must be {TOKEN_CHARACTERS}"
             " (read from a file with its trailing newline?); the token is not shown"
         )
     return {"Authorization": f"Bearer {token}"}
