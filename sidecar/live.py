@@ -56,15 +56,18 @@ class SettingsSync:
                 version, values = self._shared.load()
                 if version == self._applied:
                     return
-                if values:
-                    self._manager.reconfigure(**values)
+                try:
+                    if values:
+                        self._manager.reconfigure(**values)
+                except SessionValidationError as exc:
+                    # Two PATCHes through different replicas can combine into values that do
+                    # not hold together (warning above critical), and a newer version may
+                    # have saved a setting this one does not know: keep what is in force and
+                    # say so, once for this version (not on every request until the next).
+                    logger.warning("shared settings version %d not applied: %s", version, exc)
                 self._applied = version
         except StoreUnavailableError:
             return
-        except SessionValidationError as exc:
-            # Two PATCHes through different replicas can combine into values that do not
-            # hold together (warning above critical); keep what is in force and say so.
-            logger.warning("shared settings not applied: %s", exc)
 
     def patch(self, changes: Mapping[str, Any]) -> ManagerConfig:
         """Validate `changes`, save them for every replica, apply them here; the new settings.

@@ -7,12 +7,15 @@ knows it only through `sidecar.core.state.Worker`: shutdown stops it, and a chan
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
 from sidecar.core.manager import SessionManager
 
 __all__ = ["CleanupWorker", "start_worker"]
+
+logger = logging.getLogger(__name__)
 
 
 class CleanupWorker:
@@ -70,7 +73,11 @@ class CleanupWorker:
                     self._rescheduled = False
                     continue
             if self._before_run is not None:
-                self._before_run()  # e.g. pick up live settings shared by other replicas
+                try:
+                    self._before_run()  # e.g. pick up live settings shared by other replicas
+                except Exception:
+                    # Whatever it was, the cleanup still runs, and so does this thread.
+                    logger.exception("before the cleanup run")
             self._manager.run_cleanup()
 
 

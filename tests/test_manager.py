@@ -1113,3 +1113,27 @@ print(json.dumps([before, after, count, threading.active_count(), managers]))
     assert before == after == ["MainThread"]
     assert count_before == count_after == 1
     assert managers == []
+
+
+def test_the_worker_goes_on_when_what_runs_before_each_cleanup_fails(
+    make_manager: MakeManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    mgr = make_manager(cleanup_interval_seconds=1)
+    runs: list[int] = []
+    real = mgr.run_cleanup
+
+    def counted() -> int:
+        runs.append(1)
+        return real()
+
+    def boom() -> None:
+        raise RuntimeError("shared settings unreadable")
+
+    mgr.run_cleanup = counted  # type: ignore[method-assign]
+    worker = start_worker(mgr, before_run=boom)
+    try:
+        poll(lambda: True if len(runs) >= 2 else None, timeout=10, what="two cleanup runs")
+        assert worker.alive
+        assert "before the cleanup run" in caplog.text
+    finally:
+        mgr.shutdown()

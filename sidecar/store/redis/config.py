@@ -8,6 +8,7 @@ applied (one GET, O(1)) before a request, and reloads the hash only when it move
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     import redis
 
 __all__ = ["RedisSharedSettings"]
+
+logger = logging.getLogger(__name__)
 
 
 class RedisSharedSettings:
@@ -41,8 +44,18 @@ class RedisSharedSettings:
         pipe.hgetall(self._values)
         with reachable("config-load"):
             raw_version, values = pipe.execute()
-        decoded = {k.decode(): json.loads(v) for k, v in values.items()}
-        return int(raw_version or 0), decoded
+        version = int(raw_version or 0)
+        decoded: dict[str, Any] = {}
+        for key, value in values.items():
+            try:
+                decoded[key.decode()] = json.loads(value)
+            except ValueError:  # edited by hand: the others still apply
+                logger.warning(
+                    "shared setting %r of version %d does not decode as JSON; left out",
+                    key,
+                    version,
+                )
+        return version, decoded
 
     def save(self, changes: Mapping[str, Any]) -> int:
         """Store `changes` (JSON-ready values) and bump the version; the new version."""
