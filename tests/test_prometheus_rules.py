@@ -157,7 +157,7 @@ def test_the_replicas_unit_test_catches_alerts_that_fire_per_replica(
     # as they were before issue 11: replicas_test.yml must see one alert per replica and fail.
     rules = RULES.read_text(encoding="utf-8")
     per_instance = rules.replace(
-        "expr: max by (job, store) (sidecar_sessions_utilization_ratio)",
+        "expr: max by (job, store) (last_over_time(sidecar_sessions_utilization_ratio[2m]))",
         "expr: max by (job, instance, store) (sidecar_sessions_utilization_ratio)",
     )
     text = ALERTS.read_text(encoding="utf-8")
@@ -348,12 +348,21 @@ def test_recording_rules_keep_the_labels_of_their_level() -> None:
 
 
 def test_counters_are_attributed_to_their_store_by_one_join() -> None:
-    # Counters carry no store label: each store: rule over one joins the instance's store.
-    join = "* on (job, instance) group_left (store) instance:sidecar_store:group"
+    # Counters carry no store label: each store: rule over one joins the store of every
+    # instance seen in its window (15 minutes at most), so a replaced replica still counts.
+    join = "* on (job, instance) group_left (store) instance:sidecar_store:seen15m"
     rules = recording_rules()
     assert rules["instance:sidecar_store:group"]["expr"] == (
         "group by (job, instance, store) (sidecar_store_up)"
     )
+    assert (
+        "last_over_time(sidecar_store_up[15m])" in rules["instance:sidecar_store:seen15m"]["expr"]
+    )
+    windows = {
+        w for rule in rules.values() for w in re.findall(r"_total[^\]]*\[(\d+)m\]", rule["expr"])
+    }
+    assert windows
+    assert all(int(w) <= 15 for w in windows)
     for name, rule in rules.items():
         if "_total" in rule["expr"]:
             assert name.startswith("store:"), name
