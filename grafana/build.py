@@ -71,6 +71,20 @@ def per_store(metric: str, *matchers: str, by: str = "") -> str:
     return f"max by (store{by}) ({sstore(metric, *matchers)})"
 
 
+def per_replica(expr: str) -> str:
+    """`expr` per replica, then once per store: the max of the replicas' own figures. A figure
+    built from several series (a sum, a code) is built per replica first, since replicas
+    scraped either side of a change can each report it in a different series."""
+    return f"max by (store) ({expr})"
+
+
+def one_replica(metric: str, *matchers: str) -> str:
+    """The series of `metric` from one replica per store (the one holding the most sessions),
+    so that a breakdown adds up to that replica's total, never more than the store holds."""
+    held = f"sum by (store, instance) ({sstore('sidecar_sessions')})"
+    return f"{sstore(metric, *matchers)} and on (store, instance) topk by (store) (1, {held})"
+
+
 def rate(metric: str, *matchers: str, window: str = "$__rate_interval") -> str:
     """`rate()` of a scoped counter (or histogram series) over `window`."""
     return f"rate({sel(metric, *matchers)}[{window}])"
@@ -217,10 +231,13 @@ def scope_variable(name: str, label: str, source: str) -> dashboard.QueryVariabl
 
 
 def _capacity_row(builder: dashboard.Dashboard) -> None:
-    warning = per_store("sidecar_health_state", 'state="warning"')
-    critical = per_store("sidecar_health_state", 'state="critical"')
-    # 0 healthy, 1 warning, 2 critical: one number a stat panel can map to a colored word.
-    health_code = f"{warning} + 2 * {critical}"
+    warning = sstore("sidecar_health_state", 'state="warning"')
+    critical = sstore("sidecar_health_state", 'state="critical"')
+    # 0 healthy, 1 warning, 2 critical: one number a stat panel can map to a colored word,
+    # made per replica (one replica in warning and another in critical is 2, never 3).
+    health_code = per_replica(
+        f"sum by (store, instance) ({warning}) + 2 * sum by (store, instance) ({critical})"
+    )
     evicted = sel("sidecar_sessions_removed_total", 'reason="evicted"')
     builder.with_row(dashboard.Row("Capacity and health").id(1))
     builder.with_panel(
@@ -292,7 +309,7 @@ def _capacity_row(builder: dashboard.Dashboard) -> None:
             [
                 query(
                     "A",
-                    f"sum by (store) ({per_store('sidecar_sessions', by=', status')})",
+                    per_replica(f"sum by (store, instance) ({sstore('sidecar_sessions')})"),
                     "{{store}} held",
                     instant=True,
                 ),
@@ -379,11 +396,7 @@ def _sessions_row(builder: dashboard.Dashboard) -> None:
             "load; completed and failed sessions are kept until they expire (6 h and 1 h by "
             "default); the stack stays under the capacity line.",
             [
-                query(
-                    "A",
-                    f"sum by (status) ({per_store('sidecar_sessions', by=', status')})",
-                    "{{status}}",
-                ),
+                query("A", f"sum by (status) ({one_replica('sidecar_sessions')})", "{{status}}"),
                 query("B", f"sum({per_store('sidecar_sessions_capacity')})", "capacity"),
             ],
             span=12,
@@ -490,7 +503,7 @@ def _sessions_row(builder: dashboard.Dashboard) -> None:
             "Stuck sessions",
             "Processing sessions not updated for longer than the stuck threshold, per "
             "store. Normal: 0. Above 0 for 15 minutes fires SidecarSessionsStuck; the "
-            "sessions are listed by GET /api/v1/sessions?status=processing.",
+            "sessions are listed by GET /api/v1/sessions?stuck=true.",
             [query("A", per_store("sidecar_sessions_stuck"), "{{store}}")],
         )
         .decimals(0)

@@ -277,15 +277,92 @@ def test_every_selector_is_scoped_by_job_and_its_store_or_instance(
 def test_state_gauges_are_taken_once_per_store_before_any_sum(overview: dict[str, Any]) -> None:
     # Replicas of one store export the same figures: a sum over instances would show N times
     # the store's. Each state gauge is read through max or min (by store) first.
+    # A figure made of several series (a total, a code) is made per replica first (a sum by
+    # store and instance, inside a max by store), or read from one replica per store (and on
+    # store and instance, topk by store of 1).
     once = re.compile(r"(?:(?:max|min) by \(store(?:, \w+)*\) \(|max\()$")
+    per_replica = re.compile(r"sum by \(store, instance\) \($")
+    one_replica = "and on (store, instance) topk by (store) (1, "
     checked = 0
     for title, target in targets(overview):
         expr = target["expr"]
         for found in re.finditer(r"\b(sidecar_[a-z0-9_]+)\{", expr):
             if found.group(1) in STATE_GAUGES:
                 checked += 1
-                assert once.search(expr[: found.start()]), (title, expr)
+                before, after = expr[: found.start()], expr[found.end() :]
+                in_one_replica = before.endswith(one_replica + "sum by (store, instance) (")
+                assert (
+                    once.search(before)
+                    or (per_replica.search(before) and expr.startswith("max by (store) ("))
+                    or in_one_replica
+                    or after.split("}", 1)[-1].lstrip().startswith(one_replica)
+                ), (title, expr)
     assert checked >= 10
+
+
+PANEL_CHECKS = """
+rule_files: []
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      # two replicas of one store, scraped either side of one session's change of status
+      - series: 'sidecar_sessions{job="sidecar", instance="a", store="s", status="pending"}'
+        values: "5x5"
+      - series: 'sidecar_sessions{job="sidecar", instance="a", store="s", status="processing"}'
+        values: "5x5"
+      - series: 'sidecar_sessions{job="sidecar", instance="b", store="s", status="pending"}'
+        values: "4x5"
+      - series: 'sidecar_sessions{job="sidecar", instance="b", store="s", status="processing"}'
+        values: "6x5"
+      # and either side of the step from warning to critical
+      - series: 'sidecar_health_state{job="sidecar", instance="a", store="s", state="warning"}'
+        values: "1x5"
+      - series: 'sidecar_health_state{job="sidecar", instance="a", store="s", state="critical"}'
+        values: "0x5"
+      - series: 'sidecar_health_state{job="sidecar", instance="b", store="s", state="warning"}'
+        values: "0x5"
+      - series: 'sidecar_health_state{job="sidecar", instance="b", store="s", state="critical"}'
+        values: "1x5"
+    promql_expr_test: []
+"""
+
+
+def test_panels_never_count_one_session_twice_across_replicas_scraped_apart(
+    overview: dict[str, Any], promtool: str, tmp_path: Path
+) -> None:
+    wanted = {
+        ("Sessions held / capacity", "A"): ('{store="s"}', 10),
+        ("Sessions by status", "A"): ("{}", 10),  # the stack's height
+        ("Health state", "A"): ('{store="s"}', 2),  # critical, never 3
+    }
+    checks = []
+    for title, target in targets(overview):
+        key = (title, target["refId"])
+        if key not in wanted:
+            continue
+        expr = target["expr"].replace('=~"$job"', '=~".*"').replace('=~"$store"', '=~".*"')
+        labels, value = wanted.pop(key)
+        if title == "Sessions by status":
+            expr = f"sum({expr})"
+        checks.append(
+            {"expr": expr, "eval_time": "2m", "exp_samples": [{"labels": labels, "value": value}]}
+        )
+    assert wanted == {}, "panels not found"
+    document = yaml.safe_load(PANEL_CHECKS)
+    document["tests"][0]["promql_expr_test"] = checks
+    path = tmp_path / "panels_test.yml"
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+
+    result = subprocess.run(
+        [promtool, "test", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_rates_use_the_rate_interval_and_increases_the_time_range(
