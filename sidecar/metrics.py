@@ -17,11 +17,10 @@ and increase() see a counter's reset without it.
 from __future__ import annotations
 
 import gzip
-import re
 from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as openmetrics
@@ -40,6 +39,7 @@ from sidecar.core.manager import (
     SessionManager,
 )
 from sidecar.core.models import FINISHED, GenerationStatus
+from sidecar.negotiate import wants_gzip, well_formed_accept
 from sidecar.store.errors import StoreUnavailableError
 from sidecar.store.observed import OPERATIONS as STORE_OPERATIONS
 from sidecar.store.observed import ObservedStore
@@ -54,7 +54,6 @@ __all__ = [
     "SidecarMetrics",
     "StoreName",
     "WithoutCreated",
-    "well_formed_accept",
 ]
 
 HEALTH_STATES = tuple(Health)
@@ -73,9 +72,6 @@ HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
 # microseconds under a lock, which the HTTP latency already shows, and its 12 children of 10
 # lines each were a fifth of a memory-mode scrape.
 STORE_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.025, 0.1, 1.0)
-# A media range's version as prometheus_client can compare it: ASCII digits and dots only
-# (int() would also take full-width digits, which then end up in a response header).
-_VERSION = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9}){0,2}", re.ASCII)
 # How allow-utf-8 escaping writes a name that is not a legacy one: `"a.b"="v"` for a label
 # name, `{"a.b"` for a sample's name, `# HELP "a.b"` for a family's (label values never hold
 # an unescaped quote).
@@ -86,33 +82,6 @@ _UNDERSCORED_OPENMETRICS = frozenset(
     }
 )
 _QUOTED_NAMES = (b'"=', b'\n{"', b'# HELP "')
-_EXPOSITION_TYPES = frozenset({"application/openmetrics-text", "text/plain"})
-
-
-def well_formed_accept(accept: str | None) -> str:
-    """`accept` without the exposition media ranges whose parameters prometheus_client cannot
-    read (a version that is not dotted ASCII digits, a value outside visible ASCII).
-
-    prometheus_client's `choose_encoder` raises on `version=abc` and echoes any version into
-    the Content-Type; a range dropped here falls back to what the rest of the header asks
-    for, in the end the text format. Clients get the text format, never a 500 or a 406.
-    """
-    if not accept:
-        return ""
-    kept = []
-    for media_range in accept.split(","):
-        kind, *params = media_range.split(";")
-        if kind.strip() in _EXPOSITION_TYPES and not all(map(_readable_param, params)):
-            continue
-        kept.append(media_range)
-    return ",".join(kept)
-
-
-def _readable_param(param: str) -> bool:
-    if not (param.isascii() and param.isprintable()):
-        return False
-    key, _, value = param.strip().partition("=")
-    return key != "version" or _VERSION.fullmatch(value) is not None
 
 
 class StoreName:
@@ -388,7 +357,7 @@ class SidecarMetrics:
         if body is None:
             body = encoder(self._exposed)
         headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
-        if gzip_accepted(accept_encoding or ""):
+        if wants_gzip(accept_encoding):
             body = gzip.compress(body, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
         return body, headers

@@ -395,3 +395,28 @@ def test_exposition_passes_promtool_check_metrics(
         [promtool, "check", "metrics"], input=body, capture_output=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "zipped"),
+    [
+        ("gzip", True),
+        ("gzip, deflate", True),
+        ("deflate, GZIP;q=0.5", True),
+        ("gzip;q=0, identity", False),
+        ("gzip; q=0.0", False),
+        ("gzip;q=abc", False),
+        ("gzip;q=2", False),
+        ("identity", False),
+        ("*", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_gzip_only_when_the_client_gives_it_a_weight_above_0(
+    metrics: SidecarMetrics, accept_encoding: str | None, zipped: bool
+) -> None:
+    body, headers = metrics.render(None, accept_encoding)
+
+    assert ("Content-Encoding" in headers) is zipped
+    assert body.startswith(b"\x1f\x8b") is zipped
