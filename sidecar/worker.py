@@ -2,13 +2,15 @@
 
 It lives outside the pure core; the app (or whoever builds a manager) starts it. The manager
 knows it only through `sidecar.core.state.Worker`: shutdown stops it, and a change of
-`cleanup_interval_seconds` restarts its wait.
+`cleanup_interval_seconds` makes it work out again when the next run is due: the new interval
+after the last run (at once if that time has passed), so changes never put a run off.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from sidecar.core.manager import SessionManager
@@ -22,10 +24,15 @@ class CleanupWorker:
     """Runs the manager's periodic cleanup on a daemon thread until stopped."""
 
     def __init__(
-        self, manager: SessionManager, before_run: Callable[[], None] | None = None
+        self,
+        manager: SessionManager,
+        before_run: Callable[[], None] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._manager = manager
         self._before_run = before_run
+        self._clock = clock  # seconds; only differences are used
         self._wakeup = threading.Condition(threading.Lock())
         self._stopping = False
         self._rescheduled = False
@@ -55,23 +62,26 @@ class CleanupWorker:
         return thread is threading.current_thread() or not thread.is_alive()
 
     def reschedule(self) -> None:
-        """Start a fresh wait with the manager's interval now in force."""
+        """Work out again when the next run is due, with the manager's interval now in force."""
         with self._wakeup:
             self._rescheduled = True
             self._wakeup.notify_all()
 
+    def _due_in(self, last_run: float) -> float:
+        """Seconds until the next run is due: the interval in force after `last_run`."""
+        return last_run + self._manager.config.cleanup_interval_seconds - self._clock()
+
     def _run(self) -> None:
+        last_run = self._clock()  # the start counts as a run: the first one is an interval on
         while True:
             with self._wakeup:
-                self._wakeup.wait_for(
-                    lambda: self._stopping or self._rescheduled,
-                    timeout=self._manager.config.cleanup_interval_seconds,
-                )
+                while (wait := self._due_in(last_run)) > 0 and not self._stopping:
+                    # Woken early by stop() or reschedule(): the loop works the time out again.
+                    self._rescheduled = False
+                    self._wakeup.wait_for(lambda: self._stopping or self._rescheduled, wait)
                 if self._stopping:
                     return
-                if self._rescheduled:
-                    self._rescheduled = False
-                    continue
+            last_run = self._clock()
             if self._before_run is not None:
                 try:
                     self._before_run()  # e.g. pick up live settings shared by other replicas

@@ -48,7 +48,7 @@ from sidecar.core.models import (
     ProgressUpdate,
     ScenePrompt,
 )
-from sidecar.worker import start_worker
+from sidecar.worker import CleanupWorker, start_worker
 
 if TYPE_CHECKING:
     from conftest import MakeManager, MakeSession
@@ -1137,3 +1137,37 @@ def test_the_worker_goes_on_when_what_runs_before_each_cleanup_fails(
         assert "before the cleanup run" in caplog.text
     finally:
         mgr.shutdown()
+
+
+def test_a_changed_interval_counts_from_the_last_run_and_never_puts_it_off(
+    make_manager: MakeManager,
+) -> None:
+    """Before: each change restarted a full wait, so a lowered interval came late and changes
+    more often than the interval stopped the runs altogether."""
+    mgr = make_manager(cleanup_interval_seconds=3600)
+    now = [0.0]
+    runs: list[float] = []
+    real = mgr.run_cleanup
+
+    def counted() -> int:
+        runs.append(now[0])
+        return real()
+
+    mgr.run_cleanup = counted  # type: ignore[method-assign]
+    worker = CleanupWorker(mgr, clock=lambda: now[0]).start()
+    try:
+        now[0] = 100.0
+        mgr.reconfigure(cleanup_interval_seconds=60)  # 100 s since the start: due at once
+        poll(lambda: True if runs else None, timeout=10, what="the run the change made due")
+        assert runs == [100.0]
+
+        for step in range(1, 6):  # changes every 50 s, the interval 60 or 70 s
+            now[0] = 100.0 + 50 * step
+            mgr.reconfigure(cleanup_interval_seconds=60 + 10 * (step % 2))
+            if now[0] - runs[-1] >= mgr.config.cleanup_interval_seconds:
+                count = len(runs)
+                poll(lambda c=count: True if len(runs) > c else None, timeout=10, what="a run")
+        assert len(runs) >= 3  # before: none after the first change
+    finally:
+        mgr.shutdown()
+        assert not worker.alive
