@@ -372,9 +372,13 @@ def serve(settings: Settings) -> int:
         why = received[0] if received else "shutdown requested"
         logger.info("%s: drained, stopping the session manager", why)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        sidecar.close()
+        # Our handlers stay while the manager stops (and the snapshot is written): a signal
+        # then only asks again for the stop under way, it does not end the process midway.
+        try:
+            sidecar.close()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     if sidecar.snapshots is not None and sidecar.snapshots.failed:
         logger.info("stopped; the sessions were not kept (see the snapshot error above)")
         return 1
