@@ -9,6 +9,7 @@ these use only what PEP 3333 and the socket module offer.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import socket
@@ -157,12 +158,22 @@ class Listener(socket.socket):
         self._accepted: weakref.WeakValueDictionary[tuple[str, int], socket.socket] = (
             weakref.WeakValueDictionary()
         )
+        self._refusing = False
 
     def accept(self) -> tuple[socket.socket, Any]:
         conn, addr = super().accept()
+        if self._refusing:
+            # Closed at once, and for the caller no connection was waiting (EAGAIN, which a
+            # non-blocking accept may always answer): the listening socket itself stays open.
+            conn.close()
+            raise BlockingIOError(errno.EAGAIN, "not accepting: the server is stopping")
         with self._lock:
             self._accepted[(str(addr[0]), int(addr[1]))] = conn
         return conn, addr
+
+    def refuse(self) -> None:
+        """From now on, close every connection accepted, before anyone reads from it."""
+        self._refusing = True
 
     def connection(self, host: object, port: object) -> socket.socket | None:
         """The open connection from a client's address (WSGI's REMOTE_ADDR and REMOTE_PORT)."""

@@ -8,12 +8,14 @@ documented entry points and plain sockets. A shutdown request (SIGTERM, SIGINT, 
 1. /readyz and the API answer 503 (the API with Retry-After), and every answer, whatever its
    status, ends its connection (`Connection: close`); the listener still accepts, so a new
    connection gets the same 503;
-2. once no request is in the app, the listener closes and each open connection is closed as
-   soon as its last answer is flushed;
-3. the request threads stop, then the caller shuts the session manager down.
+2. once no request is in the app and no answer is on its way, new connections are closed as
+   soon as accepted, and each open one is closed once its last answer is flushed (requests
+   waiting for a thread are still answered);
+3. the request threads stop, then waitress's listener and wake-up pipe close, then the caller
+   shuts the session manager down.
 
 A request counts as arrived when a request thread takes it up; one whose body was still
-arriving, or that waited for a free thread, when the drain began gets the 503 like any other.
+arriving when the drain began gets the 503 if it completes before the drain ends.
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ DRAIN_SECONDS = 5.0
 BACKLOG_LOG_SECONDS = 60.0  # at most one "every request thread is busy" line per minute
 _LOOP_SECONDS = 1.0  # waitress's asyncore_loop_timeout (its default): its longest poll() wait
 _DRAIN_POLL_SECONDS = 0.02
+# After the drain, how long the request threads get to stop; one in the app at the deadline
+# is left running (a daemon) rather than waited for.
+_STOP_SECONDS = 1
 # A request that finds more of its connection's earlier answers unread than this is refused
 # (sidecar.drain.DrainGate). A client that reads has ~0 unread when it sends its next request.
 UNREAD_ANSWERS_BYTES = 256 * 1024
@@ -290,13 +295,12 @@ class SidecarServer:
         #    connection.
         while (self._gate.busy or self._listener.sending()) and waiting():
             self._pause(_DRAIN_POLL_SECONDS)
-        # 2. No new connections; each open one is closed by waitress once its answer is
-        #    flushed: after shutdown(SHUT_RD) its next read is the end of the stream.
-        #    close() also closes the pipe request threads write to wake the loop, so only
-        #    when none is in the app: a thread still running would write to a closed (or
-        #    reused) descriptor. A request stuck in the app keeps the loop to the process's end.
-        if not self._gate.busy:
-            self._server.close()
+        # 2. No new connections, whatever is still in the app: the listener closes each one it
+        #    is handed at once (waitress keeps the listening socket, with its wake-up pipe).
+        self._listener.refuse()
+        # 3. Each open connection is closed by waitress once its answer is flushed: after
+        #    shutdown(SHUT_RD) its next read is the end of the stream. A request waiting for a
+        #    thread is not read from its connection, so it still gets its 503 meanwhile.
         left = self._listener.open_connections()
         while left and waiting():
             for conn in left:
@@ -311,13 +315,16 @@ class SidecarServer:
             )
             for conn in left:
                 shut(conn, socket.SHUT_RDWR)
+        # 4. The request threads stop; requests still waiting for one are cancelled (they
+        #    never reached the app). Only then does close() shut waitress's wake-up pipe with
+        #    its listener: a thread still serving would write to a closed, or reused,
+        #    descriptor. A request stuck in the app keeps both to the process's end (its
+        #    thread is a daemon, which does not hold the exit up).
+        self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=_STOP_SECONDS)
+        if not self._gate.busy:
+            self._server.close()
         # With nothing left in its map, waitress's loop ends within its poll timeout.
         loop.join(0 if self._hurry else _LOOP_SECONDS * 2)
-        remaining = 0.0 if self._hurry else max(deadline - time.monotonic(), 0.0)
-        # Threads still busy after this are daemons: they do not hold the exit up.
-        self._server.task_dispatcher.shutdown(
-            cancel_pending=True, timeout=max(math.ceil(remaining), 1)
-        )
         _QUEUE_LOGGER.setLevel(self._queue_level)
         self._wake_r.close()
         self._wake_w.close()

@@ -3,7 +3,8 @@
 What the README promises: a request already in the app when SIGTERM arrives is served to the
 end; every request that reaches the app during the drain, on a kept-alive connection or a new
 one, gets 503 problem+json with Retry-After and `Connection: close`, and its connection is
-closed after it; a request whose body was still arriving when the drain began is one of them.
+closed after it; a request whose body was still arriving when the drain began, and completes
+while it lasts, is one of them; requests waiting for a thread are answered before it ends.
 
 To hold the drain open for as long as the test needs, one client asks for a ~2 MB session
 and reads nothing until the end: its answer is still on its way, and the drain waits for it
@@ -15,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import re
 import signal
 import socket
+import threading
 from urllib.parse import urlsplit
 
 import pytest
@@ -24,7 +27,11 @@ import requests
 from conftest import SidecarProcess, SidecarSpawner, poll
 from drain_hold import WAIT, big_session, unread_answer
 
+from sidecar.server import DRAIN_SECONDS
+
 pytestmark = pytest.mark.process
+
+JSON = "application/json"
 
 
 def read_all(sock: socket.socket) -> bytes:
@@ -120,3 +127,66 @@ def test_a_drain_serves_what_arrived_and_answers_503_with_close_to_the_rest(
     assert child.wait(WAIT) == 0
     assert "SIGTERM: drained, stopping the session manager" in child.output()
     assert "drain ended with" not in child.output()
+
+
+def test_a_drain_under_load_answers_every_request_it_took_and_closes_nothing_early(
+    sidecars: SidecarSpawner,
+) -> None:
+    """More keep-alive clients than request threads, creating sessions until the server stops.
+
+    Before: the drain closed waitress's wake-up pipe as soon as no request was in the app,
+    while requests waiting for a thread were still to be served, and each of those threads
+    then failed on the closed descriptor ("Exception when servicing ... Bad file
+    descriptor"); under steady load the drain ran to its deadline and answers already
+    rendered were lost with the connections it reset.
+    """
+    child = sidecars(threads=2, log_level="debug", max_sessions=100_000)
+    url = urlsplit(child.url)
+    address = (str(url.hostname), int(url.port or 0))
+    body = json.dumps({"story_text": "A fox finds a lantern."})
+    received: dict[int, int] = {201: 0, 503: 0}
+    lock = threading.Lock()
+    stopping = threading.Event()
+
+    def client() -> None:
+        conn: http.client.HTTPConnection | None = None
+        for _ in range(2_000):  # bounded: the server's stop ends it much sooner
+            if child.process.poll() is not None:
+                break
+            if conn is None:
+                conn = http.client.HTTPConnection(*address, timeout=WAIT)
+            try:
+                conn.request("POST", "/api/v1/sessions", body, {"Content-Type": JSON})
+                answer = conn.getresponse()
+                answer.read()
+            except OSError:  # a new connection closed at once by a stopping server
+                conn.close()
+                conn = None
+                if stopping.is_set():
+                    break
+                continue
+            with lock:
+                received[answer.status] = received.get(answer.status, 0) + 1
+            if answer.will_close:
+                conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    workers = [threading.Thread(target=client, daemon=True) for _ in range(24)]
+    for worker in workers:
+        worker.start()
+    poll(lambda: True if received[201] >= 200 else None, timeout=WAIT, what="200 creates")
+    stopping.set()
+    child.process.send_signal(signal.SIGTERM)
+    status = child.wait(DRAIN_SECONDS + 5)
+    for worker in workers:
+        worker.join(WAIT)
+
+    log = child.output()
+    assert status == 0
+    assert "Exception when servicing" not in log
+    assert "Bad file descriptor" not in log
+    served = {code: len(re.findall(rf"POST /api/v1/sessions {code} ", log)) for code in (201, 503)}
+    assert served[503] > 0  # the drain was under load
+    assert received == served  # every answer the server made reached its client
