@@ -25,6 +25,7 @@ from sidecar.store.snapshot import (
     encode,
     move_aside,
     read_snapshot,
+    remove_leftovers,
     write_atomically,
 )
 
@@ -46,7 +47,9 @@ class SnapshotKeeper:
     ) -> None:
         self._store = store
         self._manager = manager
-        self.path = path
+        # Through any symlink, once: the writes replace a file in the target's directory, so
+        # a link to a volume keeps pointing at the snapshot written last.
+        self.path = Path(path).resolve()
         self._discard_invalid = discard_invalid
         self._write_lock = threading.Lock()  # one write at a time: the newest wins
         self._stop = threading.Event()
@@ -63,6 +66,14 @@ class SnapshotKeeper:
         SnapshotError, unless `discard_invalid`: then it is moved aside (never deleted), a
         warning is logged and the store starts empty.
         """
+        left = remove_leftovers(self.path)
+        if left:
+            logger.warning(
+                "snapshot: removed %d temporary file(s) next to %s that a write cut short "
+                "(the process was killed while writing) had left",
+                left,
+                self.path,
+            )
         try:
             snapshot = read_snapshot(self.path)
         except SnapshotError as exc:
@@ -152,7 +163,11 @@ class SnapshotKeeper:
         self._thread.start()
 
     def _run(self, interval: float) -> None:
-        while not self._stop.wait(interval):
+        # Start to start: a write that takes a while does not push the next one back, so a
+        # crash loses at most one interval plus the write under way (README).
+        due = time.monotonic() + interval
+        while not self._stop.wait(max(due - time.monotonic(), 0.0)):
+            due = max(due + interval, time.monotonic())
             try:
                 self.write()
                 self.failed = False

@@ -233,6 +233,62 @@ def test_a_tampered_session_is_refused_by_the_models(
     assert where in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        # before: each of these was restored, though the API could never have made it
+        ({"scenes": [{"scene_number": 50, "prompt": "a"}]}, "scene_number"),  # num_scenes 3
+        ({"error_message": "x" * 2001}, "error_message is over 2000"),
+        ({"session_id": ""}, "not a session id"),
+        ({"session_id": "../../x"}, "not a session id"),
+        ({"updated_at": "2000-01-01T00:00:00Z"}, "updated or read before it was created"),
+        # before: a traceback (OverflowError) and exit 1, discard or not: a crash loop
+        ({"created_at": "0001-01-01T00:00:00+14:00"}, "out of range once converted to UTC"),
+    ],
+)
+def test_a_session_the_api_could_not_have_made_is_refused(
+    clock: ManualClock, fields: dict[str, object], why: str
+) -> None:
+    with pytest.raises(SnapshotContentError, match=why):
+        decode(tampered(clock, **fields))
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"version": True}, SnapshotVersionError),
+        ({"version": 1.0}, SnapshotVersionError),
+        # before: taken, then every later write failed (date value out of range)
+        (
+            {
+                "idempotency_keys": [
+                    {
+                        "key": "k",
+                        "recorded_at": "0001-01-01T00:00:00+14:00",
+                        "fingerprint": "0" * 64,
+                        "session_id": "x",
+                    }
+                ]
+            },
+            SnapshotContentError,
+        ),
+    ],
+)
+def test_a_document_field_out_of_its_type_is_refused(
+    clock: ManualClock, change: dict[str, object], error: type
+) -> None:
+    document = json.loads(valid(clock, one_session(clock)))
+    document.update(change)
+
+    with pytest.raises(error):
+        decode(json.dumps(document).encode())
+
+
+def test_json_nested_too_deep_is_corrupt_not_a_crash() -> None:
+    with pytest.raises(SnapshotCorruptError, match="nested deeper"):
+        decode(b"[" * 100_000 + b"]" * 100_000)
+
+
 def test_a_future_timestamp_is_taken(clock: ManualClock) -> None:
     (session,) = decode(tampered(clock, updated_at="2999-01-01T00:00:00Z")).sessions
 
@@ -417,3 +473,40 @@ def test_a_failed_final_write_is_an_error_line_and_drops_the_sessions(
     assert "could not write" in error
     assert "shutdown dropped 1 sessions held in memory" in caplog.messages
     assert not os.path.exists(tmp_path / "missing")
+
+
+def test_a_symlinked_path_keeps_its_link_and_its_target_gets_the_writes(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    link = tmp_path / "snap.json"
+    link.symlink_to(volume / "snap.json")
+    manager, store = a_manager(clock)
+    manager.create_session(STORY)
+    keeper = SnapshotKeeper(store, manager, link)
+
+    assert path_problem(link) is None
+    keeper.write()
+
+    assert link.is_symlink()  # before: replaced by a plain file, the volume's left behind
+    assert len(decode((volume / "snap.json").read_bytes()).sessions) == 1
+    assert sorted(p.name for p in volume.iterdir()) == ["snap.json"]
+    manager.shutdown()
+
+
+def test_temporary_files_a_killed_write_left_are_removed_at_restore(
+    clock: ManualClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "snap.json"
+    write_atomically(path, [valid(clock, one_session(clock))])
+    for cut_short in (".snap.json.abc123.tmp", ".snap.json.def456.tmp"):
+        (tmp_path / cut_short).write_bytes(b'{"format": "sidecar-sn')
+    (tmp_path / ".other.json.x.tmp").write_bytes(b"not ours")
+    manager, store = a_manager(clock)
+
+    assert SnapshotKeeper(store, manager, path).restore() == 1
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.x.tmp", "snap.json"]
+    assert "removed 2 temporary file(s)" in caplog.text
+    manager.shutdown()

@@ -133,7 +133,12 @@ class ScenePrompt:
 
 
 def _in_utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    if moment.tzinfo is UTC:
+        return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+14:00 is before year 1 in UTC
+        raise ValueError("out of range once converted to UTC") from None
 
 
 def _ordered_scenes(scenes: tuple[ScenePrompt, ...]) -> tuple[ScenePrompt, ...]:

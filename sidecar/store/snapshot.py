@@ -15,20 +15,32 @@ and the directory is fsynced so the rename itself survives a power cut.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+)
 
+from sidecar.core.checks import check_scenes_fit
 from sidecar.core.clock import from_micros, to_micros
+from sidecar.core.errors import SessionValidationError
 from sidecar.core.idempotency import MAX_KEY_LENGTH
-from sidecar.core.models import SESSION, GenerationSession
+from sidecar.core.models import MAX_ERROR_MESSAGE, SESSION, GenerationSession, UtcDatetime
 
 __all__ = [
     "FORMAT",
@@ -117,7 +129,7 @@ class _Key(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     key: Annotated[str, Field(min_length=1, max_length=MAX_KEY_LENGTH)]
-    recorded_at: AwareDatetime
+    recorded_at: UtcDatetime
     fingerprint: _Fingerprint
     session_id: str
 
@@ -126,8 +138,8 @@ class _Document(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     format: Literal["sidecar-snapshot"]
-    version: Literal[1]
-    written_at: AwareDatetime
+    version: Annotated[int, Strict(), Field(ge=1, le=1)]  # neither true nor 1.0
+    written_at: UtcDatetime
     sessions: list[GenerationSession]
     idempotency_keys: list[_Key]
 
@@ -173,6 +185,8 @@ def _diagnose(raw: bytes, error: ValidationError) -> SnapshotError:
         return SnapshotTruncatedError("empty file")
     try:
         document = json.loads(text)
+    except RecursionError:
+        return SnapshotCorruptError("JSON nested deeper than any snapshot is")
     except json.JSONDecodeError as exc:
         # The text ends inside a value, or inside a string that never closes.
         if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):
@@ -183,7 +197,7 @@ def _diagnose(raw: bytes, error: ValidationError) -> SnapshotError:
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         return SnapshotFormatError(f'not a sidecar snapshot (no "format": "{FORMAT}")')
     version = document.get("version")
-    if version != VERSION:
+    if type(version) is not int or version != VERSION:  # true and 1.0 are not 1
         return SnapshotVersionError(
             f"format version {json.dumps(version)}; this sidecar reads version {VERSION}"
         )
@@ -205,6 +219,9 @@ def decode(raw: bytes) -> Snapshot:
         if session.session_id in seen:
             raise SnapshotContentError(f"session {session.session_id} appears twice")
         seen.add(session.session_id)
+        problem = _not_from_this_api(session)
+        if problem is not None:
+            raise SnapshotContentError(f"session {session.session_id[:64]!r}: {problem}")
     keys = [
         KeyRecord(k.key, to_micros(k.recorded_at), k.fingerprint, k.session_id)
         for k in document.idempotency_keys
@@ -212,6 +229,25 @@ def decode(raw: bytes) -> Snapshot:
     if len({k.key for k in keys}) != len(keys):
         raise SnapshotContentError("an Idempotency-Key appears twice")
     return Snapshot(document.written_at, document.sessions, keys)
+
+
+def _not_from_this_api(session: GenerationSession) -> str | None:
+    """Why the API could never have made `session` (the rules a change is held to, which the
+    model alone does not check), or None."""
+    try:
+        if str(uuid.UUID(session.session_id)) != session.session_id:
+            return "its id is not a session id (a lower-case UUID)"
+    except ValueError:
+        return "its id is not a session id (a lower-case UUID)"
+    try:
+        check_scenes_fit(session.scenes, session.request_data.num_scenes)
+    except SessionValidationError as exc:
+        return str(exc)
+    if session.error_message is not None and len(session.error_message) > MAX_ERROR_MESSAGE:
+        return f"its error_message is over {MAX_ERROR_MESSAGE} characters"
+    if session.updated_at < session.created_at or session.last_accessed < session.created_at:
+        return "it was updated or read before it was created"
+    return None
 
 
 def read_snapshot(path: Path) -> Snapshot | None:
@@ -245,7 +281,8 @@ def write_atomically(path: Path, chunks: Iterable[bytes]) -> int:
     removed and whatever was at `path` is left as it was.
     """
     directory = path.parent
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    prefix, suffix = _temporary_name(path)
+    fd, temporary = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
     written = 0
     try:
         with os.fdopen(fd, "wb") as out:
@@ -261,6 +298,23 @@ def write_atomically(path: Path, chunks: Iterable[bytes]) -> int:
         raise
     _fsync_directory(directory)
     return written
+
+
+def _temporary_name(path: Path) -> tuple[str, str]:
+    """The prefix and suffix of write_atomically's temporary files for `path`."""
+    return f".{path.name}.", ".tmp"
+
+
+def remove_leftovers(path: Path) -> int:
+    """Remove the temporary files a write to `path` cut short left (a process killed while it
+    wrote); how many. Only at start-up: a write of this process would be one of them."""
+    prefix, suffix = _temporary_name(path)
+    removed = 0
+    for leftover in path.parent.glob(f"{glob.escape(prefix)}*{suffix}"):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+            removed += 1
+    return removed
 
 
 def move_aside(path: Path, now: datetime) -> Path:
@@ -282,6 +336,7 @@ def path_problem(path: Path) -> str | None:
     Its directory must exist and take a new file (tried: a probe file is made and removed);
     `path` must not be a directory.
     """
+    path = path.resolve()  # a symlink: where the snapshot really goes
     directory = path.parent
     if not directory.exists():
         return f"directory {directory} does not exist"
