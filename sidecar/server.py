@@ -323,8 +323,8 @@ class SidecarServer:
         self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=_STOP_SECONDS)
         if not self._gate.busy:
             self._server.close()
-        # With nothing left in its map, waitress's loop ends within its poll timeout.
-        loop.join(0 if self._hurry else _LOOP_SECONDS * 2)
+            # With nothing left in its map, waitress's loop ends within its poll timeout.
+            loop.join(0 if self._hurry else _LOOP_SECONDS * 2)
         _QUEUE_LOGGER.setLevel(self._queue_level)
         self._wake_r.close()
         self._wake_w.close()
