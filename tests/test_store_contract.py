@@ -380,6 +380,20 @@ def test_close_keeps_the_sessions_and_a_later_call_works(
 # ----------------------------------------------------------------------- reads
 
 
+def test_a_limit_or_batch_below_one_reads_and_removes_nothing(
+    store: SessionStore, clock: ManualClock, request_data: GenerationRequest
+) -> None:
+    for _ in range(3):
+        create(store, clock, request_data)
+    clock.advance(3600)
+
+    assert store.page(None, None, -1) == []
+    assert store.page_stuck(P, to_micros(clock.now()), None, -1) == []
+    assert store.purge(None, None, -1) == []
+    assert store.expire((ExpiryRule(None, to_micros(clock.now())),), -1) == []
+    assert len(store) == 3
+
+
 def test_pages_follow_creation_order_across_ties(
     store: SessionStore, clock: ManualClock, request_data: GenerationRequest
 ) -> None:

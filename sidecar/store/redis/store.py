@@ -294,7 +294,7 @@ class RedisSessionStore:
                 "purge",
                 "" if status is None else status.value,
                 "" if cutoff_us is None else _bound(cutoff_us),
-                batch,
+                max(batch, 0),
             )
         )
 
@@ -367,6 +367,8 @@ class RedisSessionStore:
         self, key: str, low: bytes, high: bytes, limit: int, operation: str
     ) -> list[GenerationSession]:
         """The sessions of up to `limit` index members from `low` to `high`, in index order."""
+        if limit <= 0:
+            return []  # Redis would read LIMIT 0 -1 as all of them
         with reachable(operation):
             members = self._client.zrangebylex(key, low, high, start=0, num=limit)
             ids = [_text(m[17:]) for m in members]
