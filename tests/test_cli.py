@@ -493,3 +493,22 @@ def test_the_real_command_exits_2_with_one_line(
 
     assert child.wait(30) == 2
     assert child.lines() == [line]
+
+
+@pytest.mark.parametrize(
+    "store",
+    ["redis://h:6379/0?password=pw-never-shown-7", "redis://u:pw-never-shown-7@[::1/0"],
+)
+def test_a_refused_store_url_exits_2_with_one_line_and_no_password(
+    served: list[Settings],
+    clean_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    store: str,
+) -> None:
+    clean_env.setenv("SIDECAR_STORE", store)
+
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "pw-never-shown-7" not in err
+    assert served == []

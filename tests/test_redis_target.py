@@ -25,10 +25,34 @@ SECRET = "s3cr3t-pw"
         (f"rediss://app:{SECRET}@host/1", "rediss://app:***@host/1"),
         ("redis://host:6379/0", "redis://host:6379/0"),
         ("unix:///run/redis.sock", "unix:///run/redis.sock"),
+        # before: shown whole, password and all (urlsplit's host part ends at # / ?, and the
+        # query was never looked at), or a ValueError from redact itself (the IPv6 one)
+        (f"redis://:s3#{SECRET}@h:6379/0", "redis://:***@h:6379/0"),
+        (f"redis://:s3/{SECRET}?x@h:6379/0", "redis://:***@h:6379/0"),
+        (f"redis://h:6379/0?password={SECRET}&db=1", "redis://h:6379/0?password=***&db=***"),
+        (
+            f"unix://u:{SECRET}@/tmp/r.sock?password={SECRET}",
+            "unix://u:***@/tmp/r.sock?password=***",
+        ),
+        (f"redis://u:{SECRET}@[::1/0", "redis://u:***@[::1/0"),
     ],
 )
 def test_redact_hides_only_the_password(url: str, shown: str) -> None:
     assert redact(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://h:6379/0?password={SECRET}",
+        f"redis://:s3#{SECRET}@h:6379/0",
+        f"redis://u:{SECRET}@[::1/0",
+    ],
+)
+def test_a_refused_url_never_shows_its_password(url: str) -> None:
+    with pytest.raises(ValueError, match=r"\*\*\*") as caught:
+        check_url(url)
+    assert SECRET not in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ errors and the admin config show.
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
 __all__ = ["SCHEMES", "check_prefix", "check_url", "redact", "store_label"]
 
@@ -20,14 +20,28 @@ _TLS_QUERY = frozenset({"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_ke
 
 
 def redact(url: str) -> str:
-    """`url` with any password replaced by `***` (the user name stays)."""
-    # From the raw netloc, so that a URL too broken to parse still loses its password.
-    parts = urlsplit(url)
-    userinfo, at, host = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """`url` with any password replaced by `***` (the user name stays), and every query value
+    too (redis-py takes a password there as well). Never raises, whatever `url` holds.
+
+    Worked on the raw text, not on what urlsplit makes of it: a password holding `#`, `/` or
+    `?` (unencoded) ends urlsplit's host part early, so that part would hold no `@`.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url if "@" not in url and "?" not in url else "***"
+    userinfo, at, after = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.split(':', 1)[0]}:***@{after}"
+    elif at:
+        rest = f"{userinfo}@{after}"
+    base, question, query = rest.partition("?")
+    if question:
+        hidden = "&".join(
+            f"{name}=***" if value else name
+            for name, _, value in (item.partition("=") for item in query.split("&"))
+        )
+        base = f"{base}?{hidden}"
+    return f"{scheme}://{base}"
 
 
 def check_url(url: str) -> str:
