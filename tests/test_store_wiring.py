@@ -408,3 +408,28 @@ def test_shared_settings_this_version_cannot_apply_are_reported_once_per_version
     _save_by_hand(redis_server.url, prefix, shiny_new_setting=b"2")
     client.get("/api/v1/admin/config")
     assert len([r for r in caplog.records if "not applied" in r.getMessage()]) == 2
+
+
+def test_a_database_redis_does_not_have_is_a_store_down_not_a_500(
+    redis_server: RedisServer, make_redis_app: MakeRedisApp
+) -> None:
+    # SELECT 99 at connect fails on a server with the default 16 databases; before, every
+    # route, /readyz and /metrics included, answered 500 with a traceback in the log
+    url = redis_server.url.rsplit("/", 1)[0] + "/99"
+    client = make_redis_app(url, fresh_prefix()).test_client()
+
+    create = client.post(S, json=STORY)
+    ready = client.get("/readyz")
+    scrape = client.get("/metrics")
+
+    assert create.status_code == 503
+    assert create.get_json()["type"] == "urn:sidecar:problem:store-unavailable"
+    assert ready.status_code == 503
+    assert ready.get_json()["checks"]["store"] is False
+    assert scrape.status_code == 200
+    assert "sidecar_store_up{" in scrape.get_data(as_text=True)
+    assert " 0.0" in next(
+        line
+        for line in scrape.get_data(as_text=True).splitlines()
+        if line.startswith("sidecar_store_up{")
+    )

@@ -102,8 +102,12 @@ def _member_us(member: bytes) -> int:
 
 # Refusals that say the server cannot take commands now, not that the command was wrong: a
 # replica left read-only by a failover, a full server, a lost master, another client's long
-# script (BUSY), a cluster that is down or resharding. (LOADING and NOAUTH are ConnectionError.)
+# script (BUSY), a cluster that is down or resharding; or not as configured: an ACL user
+# without the commands (NOPERM), a database the server does not have (SELECT at connect).
+# (LOADING and NOAUTH are ConnectionError.)
+_REFUSED_FOR_NOW = ("BUSY ", "DB index is out of range")
 _REFUSALS = (
+    redis.exceptions.NoPermissionError,
     redis.exceptions.ReadOnlyError,
     redis.exceptions.OutOfMemoryError,
     redis.exceptions.MasterDownError,
@@ -121,7 +125,7 @@ def reachable(operation: str) -> Iterator[None]:
     except (redis.ConnectionError, redis.TimeoutError, *_REFUSALS) as exc:
         raise StoreUnavailableError(f"{operation}: {exc}") from None
     except redis.ResponseError as exc:
-        if str(exc).startswith("BUSY "):
+        if str(exc).startswith(_REFUSED_FOR_NOW):
             raise StoreUnavailableError(f"{operation}: {exc}") from None
         raise
 
