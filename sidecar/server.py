@@ -135,6 +135,8 @@ class BacklogLog:
 # documented: waitress's per-request "Task queue depth" warnings; BacklogLog reports instead
 _QUEUE_LOGGER = logging.getLogger("waitress.queue")
 _SPARE_FILES = 64  # listener, trigger pipe, log files, temporary buffers
+# How far over SIDECAR_MAX_BODY_BYTES a body may be declared and still reach the app.
+_BODY_SLACK = 64 << 10
 
 
 def connection_adjustments(settings: Settings) -> dict[str, Any]:
@@ -152,8 +154,10 @@ def connection_adjustments(settings: Settings) -> dict[str, Any]:
         # how often idle connections are looked for; at most the timeout itself
         "cleanup_interval": min(settings.idle_timeout_seconds, 30),
         "max_request_header_size": settings.max_header_bytes,
-        # The app answers 413 as problem+json; waitress only stops absurd bodies early.
-        "max_request_body_size": max(16 * settings.max_body_bytes, 16 << 20),
+        # waitress reads a whole body (past 512 KiB into a temporary file) before the app, and
+        # so the token check, sees it: a body declared far over the limit is refused before
+        # it is read. One just over it still gets the app's 413 problem+json.
+        "max_request_body_size": settings.max_body_bytes + _BODY_SLACK,
         "outbuf_high_watermark": settings.unread_answer_bytes,
         # select() cannot watch descriptors past 1024; poll() has no such bound
         "asyncore_use_poll": True,

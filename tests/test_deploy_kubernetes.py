@@ -327,3 +327,31 @@ def test_the_pods_settings_without_the_secret_refuse_to_serve_on_every_interface
     child = sidecars.start(**{**settings, "port": "0"})
     assert child.wait(30) == 2
     assert "SIDECAR_API_TOKEN" in child.output() or "allow-unauthenticated" in child.output()
+
+
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+    return int(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_what_unauthenticated_connections_can_buffer_fits_the_pod() -> None:
+    """waitress buffers request bodies (512 KiB in memory, the rest in /tmp, up to the body
+    limit plus 64 KiB) before the app, and its token check, see them. Before: 2,000
+    connections (~1 GiB of memory) against a 256Mi limit, 16 MiB of /tmp each against 16Mi."""
+    from sidecar.server import _BODY_SLACK
+    from sidecar.settings import Settings
+
+    env = manifests()["session-sidecar"]["data"]
+    settings = Settings(
+        connection_limit=int(env["SIDECAR_CONNECTION_LIMIT"]),
+        max_body_bytes=int(env.get("SIDECAR_MAX_BODY_BYTES", Settings().max_body_bytes)),
+    )
+    sidecar = sidecar_container()
+    (tmp,) = [v for v in pod_spec()["volumes"] if v["name"] == "sidecar-tmp"]
+    in_memory = settings.connection_limit * (512 << 10)
+    on_disk = settings.connection_limit * (settings.max_body_bytes + _BODY_SLACK - (512 << 10))
+
+    assert in_memory + (64 << 20) <= _bytes(sidecar["resources"]["limits"]["memory"])
+    assert on_disk <= _bytes(tmp["emptyDir"]["sizeLimit"])
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert sidecar[probe]["timeoutSeconds"] >= 5, probe

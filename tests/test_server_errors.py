@@ -42,8 +42,10 @@ CASES = {
         b"POST /api/v1/sessions HTTP/1.1\r\nHost: s\r\nContent-Type: application/json\r\n"
         b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"
     ),
+    # the default limit is 1 MiB; before, waitress read up to 16 MiB (into /tmp) first
     "body over waitress's limit": (
-        b"POST /api/v1/sessions HTTP/1.1\r\nHost: s\r\nContent-Length: %d\r\n\r\n" % (17 << 20)
+        b"POST /api/v1/sessions HTTP/1.1\r\nHost: s\r\nContent-Length: %d\r\n\r\n"
+        % ((1 << 20) + (128 << 10))
     ),
     "headers over the limit": (
         b"GET /livez HTTP/1.1\r\nHost: s\r\nX-Big: " + b"a" * 2 * HEADER_LIMIT + b"\r\n\r\n"
