@@ -46,6 +46,17 @@ class _WithoutRequestText(logging.Filter):
         return True
 
 
+def _one_line(text: str) -> str:
+    """`text` with every line break (all that str.splitlines breaks at, \\u2028 included)
+    and the backslash written as escapes: one event, one line."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(
+        ch if ch.isprintable() and ch != "\\" else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
+
+
 class TextFormatter(logging.Formatter):
     """`2026-01-01T00:00:00.000Z INFO sidecar.server: message key=value`, on one line."""
 
@@ -55,9 +66,10 @@ class TextFormatter(logging.Formatter):
         if extras:
             line += " " + extras
         if record.exc_info:
-            # Keep the event on one line: the traceback's newlines are escaped.
-            line += " | " + self.formatException(record.exc_info).replace("\n", "\\n")
-        return line
+            line += " | " + self.formatException(record.exc_info)
+        # Keep the event on one line: a message (a Python warning quotes its source line), an
+        # extra or the traceback may hold line breaks; they are written escaped.
+        return _one_line(line)
 
 
 class JsonFormatter(logging.Formatter):

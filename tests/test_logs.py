@@ -95,3 +95,22 @@ def test_other_lines_are_written_as_logged(restore_logging: None, fmt: str) -> N
     message = "GET /api/v1/admin/config 200 0.10ms; GET /metrics 200 0.20ms"
 
     assert message in _line("sidecar.web.app", message, fmt)
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["a\nforged 2026-01-01T00:00:00.000Z ERROR sidecar: line", "a\r\nb", "a\u2028b", "a\x85b"],
+)
+def test_a_text_line_never_breaks_whatever_its_message_holds(
+    restore_logging: None, message: str
+) -> None:
+    stream = io.StringIO()
+    configure_logging("info", "text", stream=stream)
+
+    logging.getLogger("sidecar.test").warning("value %s", message, extra={"note": message})
+    # what logging.captureWarnings logs for a Python warning: the source line on a second line
+    logging.getLogger("py.warnings").warning("x.py:6: UserWarning: old\n  warnings.warn('old')\n")
+
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2, lines  # before: the message's and the warning's breaks split them
+    assert lines[0].endswith("note=" + message.encode("unicode_escape").decode("ascii"))

@@ -87,4 +87,6 @@ def decode_session(session_id: str, flat: Sequence[Any] | Mapping[Any, Any]) -> 
     except KeyError as exc:
         raise UnreadableSessionError(session_id, f"field {exc} is missing") from exc
     except (ValueError, TypeError, AttributeError) as exc:  # pydantic's errors are ValueErrors
-        raise UnreadableSessionError(session_id, f"{type(exc).__name__}: {exc}") from exc
+        # pydantic's text spans lines; the reason goes into one log line
+        reason = " ".join(str(exc).split())
+        raise UnreadableSessionError(session_id, f"{type(exc).__name__}: {reason}") from exc
