@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "TextFormatter", "Throttle", "configure_logging"]
 
 _WITHHELD = "[path not logged]"
 _SERVING = " while serving "
@@ -23,6 +27,29 @@ _SERVING = " while serving "
 _STANDARD = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
 )
+
+
+class Throttle:
+    """For a line a client can cause on every request: at once, then at most once per
+    `interval` seconds. `due()` counts an occurrence and says whether to log it, with how many
+    occurrences the line stands for (itself and those held back since the last one)."""
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next = -math.inf
+        self._held = 0
+
+    def due(self) -> int | None:
+        with self._lock:
+            self._held += 1
+            now = self._clock()
+            if now < self._next:
+                return None
+            self._next = now + self._interval
+            held, self._held = self._held, 0
+            return held
 
 
 def _timestamp(record: logging.LogRecord) -> str:

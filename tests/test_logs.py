@@ -12,7 +12,7 @@ import pytest
 import requests
 from conftest import SidecarSpawner
 
-from sidecar.logs import configure_logging
+from sidecar.logs import Throttle, configure_logging
 
 API = "api-t0ken-0123456789"
 ADMIN = "adm1n-t0ken-0123456789"
@@ -114,3 +114,17 @@ def test_a_text_line_never_breaks_whatever_its_message_holds(
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2, lines  # before: the message's and the warning's breaks split them
     assert lines[0].endswith("note=" + message.encode("unicode_escape").decode("ascii"))
+
+
+def test_a_throttle_reports_at_once_then_once_an_interval_with_the_count() -> None:
+    now = [0.0]
+    throttle = Throttle(60.0, clock=lambda: now[0])
+
+    first = throttle.due()
+    held = [throttle.due() for _ in range(5)]
+    now[0] = 60.0
+    later = throttle.due()
+
+    assert first == 1
+    assert held == [None] * 5
+    assert later == 6  # this one and the five held back

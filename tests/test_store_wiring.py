@@ -433,3 +433,21 @@ def test_a_database_redis_does_not_have_is_a_store_down_not_a_500(
         for line in scrape.get_data(as_text=True).splitlines()
         if line.startswith("sidecar_store_up{")
     )
+
+
+def test_a_store_outage_logs_a_line_at_once_then_at_most_one_a_minute(
+    tmp_path: Path, make_redis_app: MakeRedisApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = RedisServer(require_redis_server(), tmp_path).start()
+    try:
+        client = make_redis_app(server.url, fresh_prefix()).test_client()
+        server.kill()
+
+        answers = [client.get("/api/v1/stats").status_code for _ in range(20)]
+    finally:
+        server.stop()
+
+    assert answers == [503] * 20
+    lines = [r for r in caplog.records if "session store unavailable" in r.getMessage()]
+    assert len(lines) == 1  # before: one WARNING per request, which any client could cause
+    assert "1 request(s) answered 503" in lines[0].getMessage()

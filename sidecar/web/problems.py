@@ -27,6 +27,7 @@ from sidecar.core.errors import (
     SessionValidationError,
 )
 from sidecar.core.rules import RECOVER, RECOVER_RULE
+from sidecar.logs import Throttle
 from sidecar.store.errors import StoreUnavailableError, UnreadableSessionError
 from sidecar.web.schemas import MAX_ISSUES
 
@@ -250,10 +251,19 @@ def register_error_handlers(app: Flask) -> None:
     def _busy(exc: SessionLockError) -> Response:
         return _retry_later("busy", "the session store is busy; try again").to_response()
 
+    store_down_lines = Throttle()  # any client can cause one per request while it lasts
+
     @app.errorhandler(StoreUnavailableError)
     def _store_down(exc: StoreUnavailableError) -> Response:
         # The cause (host, port, timeout) goes to the log; never a URL with its password.
-        logger.warning("session store unavailable: %s", exc)
+        answered = store_down_lines.due()
+        if answered is not None:
+            logger.warning(
+                "session store unavailable: %s (%d request(s) answered 503 since the last such "
+                "line; at most one a minute)",
+                exc,
+                answered,
+            )
         return Problem(
             "store-unavailable",
             "the session store did not answer in time; try again",
