@@ -19,7 +19,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-__all__ = ["JsonFormatter", "TextFormatter", "Throttle", "configure_logging"]
+__all__ = [
+    "ConnectionLimitLines",
+    "JsonFormatter",
+    "TextFormatter",
+    "Throttle",
+    "configure_logging",
+]
 
 _WITHHELD = "[path not logged]"
 _SERVING = " while serving "
@@ -82,6 +88,33 @@ def _one_line(text: str) -> str:
         ch if ch.isprintable() and ch != "\\" else ch.encode("unicode_escape").decode("ascii")
         for ch in text
     )
+
+
+_AT_THE_LIMIT = "total open connections "  # reached / dropped below the connection limit
+
+
+class ConnectionLimitLines(logging.Filter):
+    """waitress's "total open connections reached the connection limit" (and "dropped below
+    ... listening again"): at once, then at most once a minute, the count appended.
+
+    A client that holds the connections up to the limit and cycles one of them made waitress
+    log the pair once per cycle, at warning and info.
+    """
+
+    def __init__(self, interval: float = 60.0) -> None:
+        super().__init__()
+        self._throttles = {"reached": Throttle(interval), "dropped": Throttle(interval)}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(_AT_THE_LIMIT):
+            return True
+        kind = "reached" if "reached" in message else "dropped"
+        times = self._throttles[kind].due()
+        if times is None:
+            return False
+        record.msg, record.args = f"{message} ({times} time(s) since the last such line)", None
+        return True
 
 
 class TextFormatter(logging.Formatter):

@@ -38,6 +38,7 @@ from flask import Flask
 from waitress.server import create_server
 
 from sidecar.drain import DrainGate, listen, shut
+from sidecar.logs import ConnectionLimitLines
 from sidecar.settings import Settings
 from sidecar.store.select import MEMORY, default_store_name, describe_store
 from sidecar.web.app import create_app, get_sidecar
@@ -134,6 +135,9 @@ class BacklogLog:
 
 # documented: waitress's per-request "Task queue depth" warnings; BacklogLog reports instead
 _QUEUE_LOGGER = logging.getLogger("waitress.queue")
+_WAITRESS_LOGGER = logging.getLogger("waitress")
+
+
 _SPARE_FILES = 64  # listener, trigger pipe, log files, temporary buffers
 # How far over SIDECAR_MAX_BODY_BYTES a body may be declared and still reach the app.
 _BODY_SLACK = 64 << 10
@@ -228,6 +232,8 @@ class SidecarServer:
         self._address = self._listener.getsockname()[:2]
         self._queue_level = _QUEUE_LOGGER.level
         _QUEUE_LOGGER.setLevel(logging.ERROR)
+        self._limit_lines = ConnectionLimitLines(BACKLOG_LOG_SECONDS)
+        _WAITRESS_LOGGER.addFilter(self._limit_lines)
         self._drain_seconds = drain_seconds
         # Plain flags and a socket pair: request_shutdown runs in signal handlers, where
         # taking a lock the interrupted code may hold would deadlock.
@@ -330,6 +336,7 @@ class SidecarServer:
             # With nothing left in its map, waitress's loop ends within its poll timeout.
             loop.join(0 if self._hurry else _LOOP_SECONDS * 2)
         _QUEUE_LOGGER.setLevel(self._queue_level)
+        _WAITRESS_LOGGER.removeFilter(self._limit_lines)
         self._wake_r.close()
         self._wake_w.close()
 

@@ -12,7 +12,7 @@ import pytest
 import requests
 from conftest import SidecarSpawner
 
-from sidecar.logs import Throttle, configure_logging
+from sidecar.logs import ConnectionLimitLines, Throttle, configure_logging
 
 API = "api-t0ken-0123456789"
 ADMIN = "adm1n-t0ken-0123456789"
@@ -128,3 +128,51 @@ def test_a_throttle_reports_at_once_then_once_an_interval_with_the_count() -> No
     assert first == 1
     assert held == [None] * 5
     assert later == 6  # this one and the five held back
+
+
+def test_waitress_connection_limit_lines_come_at_once_then_once_a_minute() -> None:
+    """A client that holds connections up to the limit and cycles one made waitress log the
+    pair "reached the connection limit" / "listening again" once per cycle."""
+    lines = ConnectionLimitLines(60.0)
+    waitress = logging.getLogger("waitress")
+
+    def record(message: str, level: int) -> logging.LogRecord:
+        return waitress.makeRecord("waitress", level, "server.py", 1, message, None, None)
+
+    reached = (
+        "total open connections reached the connection limit, no longer accepting new connections"
+    )
+    dropped = "total open connections dropped below the connection limit, listening again"
+    passed = []
+    for _ in range(50):
+        for message, level in ((reached, logging.WARNING), (dropped, logging.INFO)):
+            entry = record(message, level)
+            if lines.filter(entry):
+                passed.append(entry.getMessage())
+    other = record("Client disconnected while serving [path not logged]", logging.INFO)
+
+    assert passed == [
+        f"{reached} (1 time(s) since the last such line)",
+        f"{dropped} (1 time(s) since the last such line)",
+    ]
+    assert lines.filter(other)
+
+
+def test_the_server_throttles_waitress_limit_lines_while_it_serves(restore_logging: None) -> None:
+    from sidecar.server import SidecarServer
+    from sidecar.settings import Settings
+    from sidecar.web.app import create_app, get_sidecar
+
+    app = create_app(Settings())
+    server = SidecarServer(app, port=0)
+    installed = [
+        f for f in logging.getLogger("waitress").filters if isinstance(f, ConnectionLimitLines)
+    ]
+    server.request_shutdown()
+    server.serve()  # drains at once and returns
+    get_sidecar(app).close()
+
+    assert len(installed) == 1
+    assert not [
+        f for f in logging.getLogger("waitress").filters if isinstance(f, ConnectionLimitLines)
+    ]
