@@ -98,6 +98,9 @@ class Settings(_ManagerSettings):
         env_ignore_empty=True,
         extra="forbid",
         frozen=True,
+        # An embedding that lets a ValidationError print (create_app with a bad environment)
+        # must not print a token or a store password; describe_errors still reads the inputs.
+        hide_input_in_errors=True,
     )
 
     host: Annotated[str, Field(min_length=1, description="Address to listen on.")] = "127.0.0.1"

@@ -259,3 +259,16 @@ def test_a_host_that_is_neither_an_address_nor_a_known_name_is_named(host: str, 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "0.0.0.0", "::", "localhost"])
 def test_addresses_and_known_names_are_hosts(host: str) -> None:
     assert host_problem(host) is None
+
+
+def test_a_settings_error_printed_as_it_is_shows_no_secret(clean_env: pytest.MonkeyPatch) -> None:
+    # describe_errors (the CLI's line) never shows one; a traceback of create_app() would print
+    # str(the ValidationError), which quoted every input, tokens and store password included
+    clean_env.setenv("SIDECAR_STORE", "redis://u:pw-never-shown-9@host:0/0")
+    clean_env.setenv("SIDECAR_API_TOKEN", "tok-never-shown-9")  # too short: refused
+
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+
+    assert "pw-never-shown-9" not in str(caught.value)
+    assert "tok-never-shown-9" not in str(caught.value)
