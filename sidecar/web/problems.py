@@ -270,11 +270,19 @@ def register_error_handlers(app: Flask) -> None:
             headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
         ).to_response()
 
+    unreadable_lines = Throttle()  # each read of such a session would log one
+
     @app.errorhandler(UnreadableSessionError)
     def _unreadable(exc: UnreadableSessionError) -> Response:
         # Stored data this code did not write (edited by hand, another version's layout): the
         # log names the session and the reason, as one line; the client gets no internals.
-        logger.error("%s", exc)
+        answered = unreadable_lines.due()
+        if answered is not None:
+            logger.error(
+                "%s (%d request(s) met an unreadable session since the last such line)",
+                exc,
+                answered,
+            )
         return Problem(
             "internal-error", "a stored session cannot be read; the sidecar's log names it"
         ).to_response()
