@@ -46,9 +46,11 @@ class Throttle:
         self._lock = threading.Lock()
         self._next = -math.inf
         self._held = 0
+        self.total = 0  # occurrences since the start
 
     def due(self) -> int | None:
         with self._lock:
+            self.total += 1
             self._held += 1
             now = self._clock()
             if now < self._next:

@@ -24,7 +24,6 @@ import contextlib
 import gc
 import ipaddress
 import logging
-import math
 import resource
 import signal
 import socket
@@ -38,7 +37,7 @@ from flask import Flask
 from waitress.server import create_server
 
 from sidecar.drain import DrainGate, listen, shut
-from sidecar.logs import ConnectionLimitLines
+from sidecar.logs import ConnectionLimitLines, Throttle
 from sidecar.settings import Settings
 from sidecar.store.select import MEMORY, default_store_name, describe_store
 from sidecar.web.app import create_app, get_sidecar
@@ -107,23 +106,18 @@ class BacklogLog:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._threads = threads
-        self._interval = interval
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._next = -math.inf
-        self._full = 0
-        self.seen = 0  # requests that took the last free thread, since the start
+        self._reports = Throttle(interval, clock)
+
+    @property
+    def seen(self) -> int:
+        """Requests that took the last free thread, since the start."""
+        return self._reports.total
 
     def note(self) -> None:
         """Count a request that took the last free thread; report when due."""
-        with self._lock:
-            self.seen += 1
-            self._full += 1
-            now = self._clock()
-            if now < self._next:
-                return
-            self._next = now + self._interval
-            full, self._full = self._full, 0
+        full = self._reports.due()
+        if full is None:
+            return
         logger.warning(
             "every request thread is busy (%d), so new requests wait for one: %d request(s) "
             "took the last free thread since the last report; if this persists, raise "
