@@ -235,9 +235,10 @@ def _not_from_this_api(session: GenerationSession) -> str | None:
     """Why the API could never have made `session` (the rules a change is held to, which the
     model alone does not check), or None."""
     try:
-        if str(uuid.UUID(session.session_id)) != session.session_id:
-            return "its id is not a session id (a lower-case UUID)"
+        canonical = str(uuid.UUID(session.session_id))
     except ValueError:
+        canonical = None
+    if canonical != session.session_id:
         return "its id is not a session id (a lower-case UUID)"
     try:
         check_scenes_fit(session.scenes, session.request_data.num_scenes)
