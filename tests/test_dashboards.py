@@ -351,16 +351,7 @@ def test_panels_never_count_one_session_twice_across_replicas_scraped_apart(
     assert wanted == {}, "panels not found"
     document = yaml.safe_load(PANEL_CHECKS)
     document["tests"][0]["promql_expr_test"] = checks
-    path = tmp_path / "panels_test.yml"
-    path.write_text(yaml.safe_dump(document), encoding="utf-8")
-
-    result = subprocess.run(
-        [promtool, "test", "rules", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = promtool_on(promtool, "test", tmp_path / "panels_test.yml", document)
 
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -375,6 +366,20 @@ def test_rates_use_the_rate_interval_and_increases_the_time_range(
         ):
             windows[function].add(window)
     assert windows == {"rate": {"$__rate_interval"}, "increase": {"$__range"}}
+
+
+def promtool_on(
+    promtool: str, command: str, path: Path, document: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    """`promtool <command> rules` on `document`, written as YAML to `path`."""
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    return subprocess.run(
+        [promtool, command, "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_every_query_is_valid_promql(
@@ -395,16 +400,7 @@ def test_every_query_is_valid_promql(
             }
         ]
     }
-    path = tmp_path / "dashboard_queries.yml"
-    path.write_text(yaml.safe_dump(rules), encoding="utf-8")
-
-    result = subprocess.run(
-        [promtool, "check", "rules", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = promtool_on(promtool, "check", tmp_path / "dashboard_queries.yml", rules)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(exprs)} rules found" in result.stdout

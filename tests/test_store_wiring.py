@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import STATE_GAUGES, poll
 from flask import Flask
+from flask.testing import FlaskClient
 from redis_server import RedisServer, require_redis_server
 
 from sidecar.cli import main
@@ -365,6 +366,14 @@ def test_a_bad_patch_changes_nothing_anywhere(
     assert two.get("/api/v1/admin/config").get_json()["max_sessions"] == 5
 
 
+def _serving(redis_server: RedisServer, make_redis_app: MakeRedisApp) -> tuple[FlaskClient, str]:
+    """An app on a fresh prefix that has served a create (its live settings are loaded)."""
+    prefix = fresh_prefix()
+    client = make_redis_app(redis_server.url, prefix).test_client()
+    assert client.post(S, json=STORY).status_code == 201
+    return client, prefix
+
+
 def _save_by_hand(url: str, prefix: str, **values: bytes) -> None:
     """Shared settings as a hand edit (or another version) leaves them, version bumped."""
     import redis
@@ -377,9 +386,7 @@ def _save_by_hand(url: str, prefix: str, **values: bytes) -> None:
 def test_a_shared_setting_that_does_not_decode_is_left_out_once_not_a_500_per_request(
     redis_server: RedisServer, make_redis_app: MakeRedisApp, caplog: pytest.LogCaptureFixture
 ) -> None:
-    prefix = fresh_prefix()
-    client = make_redis_app(redis_server.url, prefix).test_client()
-    assert client.post(S, json=STORY).status_code == 201
+    client, prefix = _serving(redis_server, make_redis_app)
     _save_by_hand(redis_server.url, prefix, max_sessions=b"{not json", capacity_policy=b'"reject"')
 
     answers = [client.get("/api/v1/admin/config") for _ in range(3)]
@@ -395,9 +402,7 @@ def test_a_shared_setting_that_does_not_decode_is_left_out_once_not_a_500_per_re
 def test_shared_settings_this_version_cannot_apply_are_reported_once_per_version(
     redis_server: RedisServer, make_redis_app: MakeRedisApp, caplog: pytest.LogCaptureFixture
 ) -> None:
-    prefix = fresh_prefix()
-    client = make_redis_app(redis_server.url, prefix).test_client()
-    assert client.post(S, json=STORY).status_code == 201
+    client, prefix = _serving(redis_server, make_redis_app)
     # what a newer version could save: a setting this one does not know
     _save_by_hand(redis_server.url, prefix, max_sessions=b"7", shiny_new_setting=b"1")
 
