@@ -10,6 +10,8 @@ Only the test's copies are sped up, never the shipped files:
   15 s;
 - prometheus.yml: scrapes and rule evaluations every second (scripts/demo.py's
   prometheus_config), the targets given, plus an `alerting` section naming this Alertmanager;
+  the rules are loaded (a reload) once every target has been scraped, because Prometheus's
+  first scrape comes about 5 s after its start, which no sped-up `for:` outlasts;
 - alertmanager.yml: group_wait and group_interval of 1 s, the webhook URLs pointed at the
   receiver; routes, grouping, repeat_interval and the inhibit rule are as shipped.
 """
@@ -173,10 +175,24 @@ def run_stack(
                 {"static_configs": [{"targets": [alertmanager.removeprefix("http://")]}]}
             ]
         }
+        # No rules until every target has been scraped once: Prometheus starts scraping about
+        # 5 s after it starts (its first target sync), a delay the sped-up `for: 5s` of
+        # SidecarDown would not outlast (absent(up) pages, then resolves). With the shipped
+        # `for: 5m` that start-up gap never pages, so the test must not either.
+        unruled = {**config, "rule_files": []}
         with (
-            run_prometheus(prometheus_bin, tmp_path_factory.mktemp("prometheus"), config) as prom,
+            run_prometheus(prometheus_bin, tmp_path_factory.mktemp("prometheus"), unruled) as bare,
             requests.Session() as http,
         ):
+            poll(
+                lambda: len(bare.query(f'up{{job="{job["job_name"]}"}}')) == len(targets) or None,
+                timeout=30,
+                what="every target scraped once",
+            )
+            prom = bare.reload(config)
+            assert {g["file"] for g in prom.data("/api/v1/rules")["groups"]} == set(
+                config["rule_files"]
+            )
             yield Stack(prom, alertmanager, http)
 
 
@@ -227,3 +243,10 @@ def wait_for_resolved(webhook: Webhook, path: str, alertname: str) -> dict[str, 
         what=lambda: f"the resolved {alertname}; received {webhook.received}",
     )
     return done
+
+
+def expect_never_down(stack: Stack) -> None:
+    """SidecarDown was never pending or firing in this Prometheus's life (ALERTS holds pending
+    alerts too): every target was up from the first evaluation of the rules on."""
+    seen = stack.prometheus.query('count_over_time(ALERTS{alertname="SidecarDown"}[1h])')
+    assert seen == [], seen

@@ -10,7 +10,7 @@ import importlib.util
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -39,6 +39,7 @@ class Prometheus:
 
     url: str
     config: dict[str, Any]
+    config_file: Path
     http: requests.Session
 
     def api(self, path: str, **params: str | float) -> dict[str, Any]:
@@ -69,6 +70,14 @@ class Prometheus:
         alerts: list[dict[str, Any]] = self.data("/api/v1/alerts")["alerts"]
         return [alert for alert in alerts if alert["labels"]["alertname"] == name]
 
+    def reload(self, config: dict[str, Any]) -> Prometheus:
+        """This Prometheus running `config` instead: the file rewritten, then /-/reload (which
+        answers 200 once the new configuration, rules included, is applied)."""
+        self.config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+        with self.http.post(f"{self.url}/-/reload", timeout=30) as response:
+            assert response.status_code == 200, response.text
+        return replace(self, config=config)
+
 
 @contextmanager
 def listening(args: list[str], log: Path) -> Iterator[str]:
@@ -93,11 +102,13 @@ def run_prometheus(binary: str, workdir: Path, config: dict[str, Any]) -> Iterat
         # log file, which keeps the test's output quiet).
         "--web.listen-address=127.0.0.1:0",
         "--log.level=info",
+        # POST /-/reload, for Prometheus.reload (the port is on loopback, for this test only).
+        "--web.enable-lifecycle",
     ]
     with listening(args, workdir / "prometheus.log") as address:
         wait_for_200(f"http://{address}/-/ready", timeout=30)
         with requests.Session() as http:
-            yield Prometheus(f"http://{address}", config, http)
+            yield Prometheus(f"http://{address}", config, config_file, http)
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from alerting_stack import (
     Stack,
     Webhook,
     expect_inhibited_warning,
+    expect_never_down,
     fast_alerts,
     run_stack,
     serve_webhook,
@@ -104,3 +105,4 @@ def test_critical_utilization_pages_once_inhibits_the_warning_and_resolves(
     assert done["alerts"][0]["labels"] == alert["labels"]
     statuses = [n["status"] for n in webhook.notifications("/pager", CRITICAL)]
     assert statuses == ["firing", "resolved"]
+    expect_never_down(stack)

@@ -31,6 +31,7 @@ from alerting_stack import (
     Stack,
     Webhook,
     expect_inhibited_warning,
+    expect_never_down,
     run_stack,
     serve_webhook,
     shipped_runbook_url,
@@ -174,3 +175,4 @@ def test_three_replicas_of_one_store_page_once_show_once_and_resolve_once(
     assert [a["labels"] for a in done["alerts"]] == [alert["labels"]]
     statuses = [n["status"] for n in webhook.notifications("/pager", CRITICAL)]
     assert statuses == ["firing", "resolved"]
+    expect_never_down(stack)
