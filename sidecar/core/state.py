@@ -22,7 +22,7 @@ from sidecar.core.events import EventType, RemovalReason, SessionEvent
 from sidecar.core.models import GenerationSession, GenerationStatus
 from sidecar.core.rules import (
     ExpiryAges,
-    ExpiryRule,
+    ExpiryRules,
     expiry_ages,
     expiry_rules,
 )
@@ -147,7 +147,7 @@ class ManagerState:
             self._emit(events, EventType.REMOVED, old, reason=reason)
         return events
 
-    def _expiry(self, now_us: int, max_age_seconds: float | None) -> tuple[ExpiryRule, ...]:
+    def _expiry(self, now_us: int, max_age_seconds: float | None) -> ExpiryRules:
         cfg = self._config
         worked_out_for, ages = self._ages  # one read: reconfigure may swap the settings
         if max_age_seconds is not None or worked_out_for is not cfg:
