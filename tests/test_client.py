@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from conftest import C, F, P, R, SidecarProcess, SidecarSpawner, poll
 
@@ -45,6 +47,7 @@ from sidecar.web.schemas import SessionPatch
 pytestmark = pytest.mark.process
 
 REQUEST = GenerationRequest(story_text="A fox finds a lantern in the snow.", num_scenes=3)
+REQUEST_JSON = b'{"story_text": "A fox finds a lantern in the snow.", "num_scenes": 3}'
 API_TOKEN = "api-secret-0123456789"
 ADMIN_TOKEN = "admin-secret-0123456789"
 
@@ -205,6 +208,59 @@ def test_a_bad_value_is_the_cores_validation_error_with_each_field(client: Sidec
     assert scene.value.errors[0]["loc"] == ["path", "n"]
 
 
+BAD_KEYS = [
+    "mine",  # not a quoted string
+    '""',  # empty
+    '"' + "k" * 256 + '"',  # longer than the server keeps
+    '"clé"',  # not ASCII: httpx could not even send it
+]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+def test_a_key_the_server_would_refuse_is_its_422_and_nothing_is_sent(
+    server: SidecarProcess, client: SidecarClient, key: str
+) -> None:
+    # What the server itself answers to this header, sent as raw bytes.
+    with httpx.Client() as raw:
+        answer = raw.post(
+            f"{server.url}/api/v1/sessions",
+            content=REQUEST_JSON,
+            headers={"Content-Type": "application/json", "Idempotency-Key": key.encode()},
+        )
+    assert answer.status_code == 422, answer.text
+    held = client.stats().total_sessions
+    sent: list[httpx.Request] = []
+
+    class Counted(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            sent.append(request)
+            return super().handle_request(request)
+
+    class AsyncCounted(httpx.AsyncHTTPTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            sent.append(request)
+            return await super().handle_async_request(request)
+
+    with (
+        SidecarClient(server.url, retry=NO_RETRY, transport=Counted()) as c,
+        pytest.raises(RemoteValidationError) as caught,
+    ):
+        c.create_session(REQUEST, idempotency_key=key)
+
+    async def create() -> None:
+        async with AsyncSidecarClient(server.url, retry=NO_RETRY, transport=AsyncCounted()) as c:
+            await c.create_session(REQUEST, idempotency_key=key)
+
+    with pytest.raises(RemoteValidationError) as caught_async:
+        asyncio.run(create())
+    assert sent == []
+    for error in (caught.value, caught_async.value):
+        assert error.status == 422
+        assert error.errors == answer.json()["errors"]
+        assert error.problem["detail"] == answer.json()["detail"]
+    assert client.stats().total_sessions == held
+
+
 def test_an_unknown_path_is_a_plain_problem(server: SidecarProcess) -> None:
     with (
         SidecarClient(server.url + "/nowhere", retry=NO_RETRY) as c,
@@ -266,20 +322,24 @@ def test_a_token_that_is_not_visible_ascii_is_refused_without_repeating_it(token
 def test_a_header_that_is_not_valid_http_is_neither_retried_nor_repeated(
     server: SidecarProcess, client: SidecarClient
 ) -> None:
-    key = '"k"\r\nX-Injected: 1'  # h11 refuses it before a byte is sent
+    # create_session refuses such a key itself (the test above); a Call built by hand still
+    # reaches httpx, and h11 refuses it before a byte is sent.
+    key = '"k"\r\nX-Injected: 1'
+    keyed = CallBuilder.create_session(REQUEST, None)
+    call = dataclasses.replace(keyed, headers={**keyed.headers, "Idempotency-Key": key})
     sleeps: list[float] = []
     with (
         SidecarClient(server.url, sleep=sleeps.append) as c,
         pytest.raises(TransportError) as caught,
     ):
-        c.create_session(REQUEST, idempotency_key=key)
+        c.send(call)
 
     async def no_sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
     async def create() -> None:
         async with AsyncSidecarClient(server.url, sleep=no_sleep) as c:
-            await c.create_session(REQUEST, idempotency_key=key)
+            await c.send(call)
 
     with pytest.raises(TransportError) as caught_async:
         asyncio.run(create())

@@ -30,6 +30,7 @@ from sidecar.client.errors import (
     local_problem,
 )
 from sidecar.core.config import ManagerConfig
+from sidecar.core.idempotency import IDEMPOTENCY_KEY, KeyFormatError, parse_key
 from sidecar.core.models import (
     REQUEST,
     SCENE,
@@ -75,7 +76,7 @@ class Call(Generic[T]):
     @property
     def idempotency_key(self) -> str | None:
         """The Idempotency-Key this call sends, if any."""
-        return self.headers.get("Idempotency-Key")
+        return self.headers.get(IDEMPOTENCY_KEY)
 
 
 def _json(value: Any) -> bytes:
@@ -172,9 +173,24 @@ def _scene_number(body: Any) -> int:
         msg, kind = "Input should be a valid integer", "int_type"  # as the server words it
     else:
         msg, kind = "Field required", "missing"
-    issue = {"loc": ["body", "scene_number"], "msg": msg, "type": kind}
-    detail = f"body.scene_number: {msg}"
-    raise RemoteValidationError(
+    raise _invalid(["body", "scene_number"], msg, kind)
+
+
+def _checked_key(value: str) -> str:
+    """An Idempotency-Key header value the server would take: a RemoteValidationError, as
+    its 422 would be, before anything is sent (a non-ASCII one could not even be sent)."""
+    try:
+        parse_key(value)
+    except KeyFormatError as exc:
+        raise _invalid(["header", IDEMPOTENCY_KEY], exc.msg, exc.kind) from None
+    return value
+
+
+def _invalid(loc: list[str], msg: str, kind: str) -> RemoteValidationError:
+    """The 422 the server would answer for the one issue at `loc`, made here."""
+    issue = {"loc": loc, "msg": msg, "type": kind}
+    detail = f"{'.'.join(loc)}: {msg}"
+    return RemoteValidationError(
         local_problem("validation-error", 422, "Validation failed", detail, errors=[issue])
     )
 
@@ -191,13 +207,13 @@ class CallBuilder:
     def create_session(
         request: GenerationRequest, idempotency_key: str | None
     ) -> Call[GenerationSession]:
-        key = idempotency_key if idempotency_key is not None else new_idempotency_key()
+        key = new_idempotency_key() if idempotency_key is None else _checked_key(idempotency_key)
         return Call(
             "POST",
             f"{API}/sessions",
             _read_session,
             REQUEST.dump_json(request),
-            headers={**JSON_HEADERS, "Idempotency-Key": key},
+            headers={**JSON_HEADERS, IDEMPOTENCY_KEY: key},
         )
 
     @staticmethod

@@ -18,7 +18,7 @@ from flask import request
 from pydantic import ValidationError
 from werkzeug.routing import IntegerConverter
 
-from sidecar.core.idempotency import MAX_KEY_LENGTH
+from sidecar.core.idempotency import IDEMPOTENCY_KEY, KeyFormatError, parse_key
 from sidecar.core.models import STATUS, GenerationStatus
 from sidecar.core.rules import STUCK_STATUS
 from sidecar.store import Cursor
@@ -44,15 +44,10 @@ __all__ = [
 
 T = TypeVar("T")
 
-IDEMPOTENCY_KEY = "Idempotency-Key"
 _IDEMPOTENCY_ENVIRON = "HTTP_" + IDEMPOTENCY_KEY.upper().replace("-", "_")
 _QUERY = frozenset({"status", "limit", "cursor", "stuck"})
 _LIMIT = re.compile(r"[0-9]{1,7}")
 _MAX_CURSOR = 512
-# An RFC 8941 sf-string, as the Idempotency-Key draft requires: visible ASCII and spaces
-# between double quotes, with \" and \\ the only escapes.
-_SF_STRING = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\\"])*)"')
-_ESCAPE = re.compile(r"\\(.)")
 
 
 def encode_cursor(cursor: Cursor) -> str:
@@ -136,18 +131,12 @@ def idempotency_key() -> str | None:
     value = request.environ.get(_IDEMPOTENCY_ENVIRON)
     if value is None:
         return None
-    match = _SF_STRING.fullmatch(value.strip(" \t"))
-    key = _ESCAPE.sub(r"\1", match.group(1)) if match else ""
-    if match is None:
-        msg = 'must be one quoted string of visible ASCII characters, such as "6f1c-4e2a"'
-        kind = "string_type"
-    elif not 1 <= len(key) <= MAX_KEY_LENGTH:
-        msg, kind = f"must hold 1 to {MAX_KEY_LENGTH} characters", "string_length"
-    else:
-        return key
-    raise validation_problem(
-        [{"loc": [IDEMPOTENCY_KEY], "msg": msg, "type": kind}], prefix=("header",)
-    )
+    try:
+        return parse_key(value)
+    except KeyFormatError as exc:
+        raise validation_problem(
+            [{"loc": [IDEMPOTENCY_KEY], "msg": exc.msg, "type": exc.kind}], prefix=("header",)
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)

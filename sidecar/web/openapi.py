@@ -16,6 +16,7 @@ from pydantic import TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode
 from pydantic_core import to_json
 
+from sidecar.core.idempotency import IDEMPOTENCY_KEY
 from sidecar.core.models import MAX_SCENES, GenerationStatus
 from sidecar.version import __version__
 from sidecar.web.auth import Scope, scope_of
@@ -121,7 +122,7 @@ def _page_parameters() -> list[dict[str, Any]]:
 
 
 _IDEMPOTENCY_KEY = {
-    "name": "Idempotency-Key",
+    "name": IDEMPOTENCY_KEY,
     "in": "header",
     "required": False,
     "description": (
