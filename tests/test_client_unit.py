@@ -223,6 +223,9 @@ def test_a_capacity_problem_carries_the_capacity_and_retry_after() -> None:
         "http://[::1",  # httpx.InvalidURL
         "http://\n127.0.0.1:8000",
         "http://",  # no host
+        "http://127.0.0.1:99999",  # the socket layer would take it as port 34463
+        "http://127.0.0.1:65536",
+        "http://127.0.0.1:0",
     ],
 )
 def test_a_base_url_that_is_not_an_http_url_is_a_value_error_at_once(base_url: str) -> None:
@@ -236,7 +239,13 @@ def test_a_base_url_that_is_not_an_http_url_is_a_value_error_at_once(base_url: s
 
 
 def test_an_http_or_https_base_url_is_taken_as_before() -> None:
-    for url in ("http://127.0.0.1:8000", "HTTPS://sidecar.test/prefix", "http://[::1]:8000"):
+    for url in (
+        "http://127.0.0.1:8000",
+        "HTTPS://sidecar.test/prefix",
+        "http://[::1]:8000",
+        "http://127.0.0.1:65535",
+        "http://127.0.0.1:1",
+    ):
         SidecarClient(url).close()
         asyncio.run(AsyncSidecarClient(url).aclose())
 

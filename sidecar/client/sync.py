@@ -75,6 +75,10 @@ def check_base_url(base_url: str | httpx.URL) -> None:
         raise ValueError(
             f"base_url must be an http:// or https:// URL with a host, like {DEFAULT_URL}"
         )
+    if url.port is not None and not 1 <= url.port <= 65535:
+        # httpx takes any number, and the socket layer keeps its low 16 bits: 99999 would
+        # connect to port 34463.
+        raise ValueError(f"base_url's port must be between 1 and 65535, not {url.port}")
 
 
 class SidecarClient:
