@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args, get_origin
 
 from pydantic import ValidationError
 
+from sidecar.logs import one_line
 from sidecar.version import __version__
 
 if TYPE_CHECKING:
@@ -37,12 +38,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def _fail(message: str) -> int:
-    """Exit status 2 with `message` on one line: control characters a bad value carried (a
-    newline in an environment variable) are shown escaped."""
-    line = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
-    print(f"sidecar: {line}", file=sys.stderr)
-    return 2
+def _fail(message: str, status: int = 2) -> int:
+    """Exit `status` (2: bad input) with `message` on one line: control characters a bad
+    value carried (a newline in an environment variable) are shown escaped."""
+    print(f"sidecar: {one_line(message)}", file=sys.stderr)
+    return status
 
 
 def _selfcheck(_args: argparse.Namespace) -> int:
@@ -236,8 +236,7 @@ def _simulate(args: argparse.Namespace) -> int:
     try:
         report = simulator.run()
     except SimulatorError as exc:
-        print(f"sidecar: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc), 1)
     print(json.dumps(report.as_dict()), flush=True)
     return 0
 

@@ -25,6 +25,7 @@ __all__ = [
     "TextFormatter",
     "Throttle",
     "configure_logging",
+    "one_line",
 ]
 
 _WITHHELD = "[path not logged]"
@@ -81,9 +82,10 @@ class _WithoutRequestText(logging.Filter):
         return True
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """`text` with every line break (all that str.splitlines breaks at, \\u2028 included)
-    and the backslash written as escapes: one event, one line."""
+    and the backslash written as escapes: one event, one line. The CLI's error lines and
+    the text log format both write through it."""
     if text.isprintable() and "\\" not in text:
         return text
     return "".join(
@@ -131,7 +133,7 @@ class TextFormatter(logging.Formatter):
             line += " | " + self.formatException(record.exc_info)
         # Keep the event on one line: a message (a Python warning quotes its source line), an
         # extra or the traceback may hold line breaks; they are written escaped.
-        return _one_line(line)
+        return one_line(line)
 
 
 class JsonFormatter(logging.Formatter):

@@ -62,6 +62,12 @@ def served(clean_env: pytest.MonkeyPatch, restore_logging: None) -> list[Setting
             "invalid SIDECAR_CAPACITY_POLICY=reject\\tx: must be evict_oldest or reject",
         ),
         (
+            # A backslash typed in the value is escaped too, so it reads unlike the tab above.
+            "SIDECAR_CAPACITY_POLICY",
+            "reject\\tx",
+            "invalid SIDECAR_CAPACITY_POLICY=reject\\\\tx: must be evict_oldest or reject",
+        ),
+        (
             "SIDECAR_STORE",
             "redis://127.0.0.1:6379/x",
             "invalid SIDECAR_STORE=redis://127.0.0.1:6379/x: the path names the database, "
